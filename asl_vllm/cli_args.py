@@ -1,0 +1,120 @@
+"""The `--kv-pruner` family of flags, shared by `vllm serve` and `EngineArgs`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from asl_vllm.config import FLAGS, PRUNERS, PrunerConfig
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _tau(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the pruner flags to a vLLM parser (idempotent)."""
+    if any("--kv-pruner" in action.option_strings for action in parser._actions):
+        return parser
+    defaults = PrunerConfig()
+    group = parser.add_argument_group(
+        title="KV pruning (asl-vllm)",
+        description="Layer-wise KV-cache token pruning. Layer indices are 0-based.",
+    )
+    group.add_argument(
+        "--kv-pruner",
+        choices=PRUNERS,
+        default=defaults.pruner,
+        help="Pruning method. none (default): vLLM unchanged. asl: adaptive selection "
+        "layer; fastkv: selection at --fixed-layer; gemfilter: filter layer then re-run; "
+        "snapkv: per-layer budget, no propagation.",
+    )
+    group.add_argument(
+        "--kv-budget",
+        type=_int_at_least(1),
+        default=None,
+        help="Tokens kept per layer and KV head after prefill (SnapKV rule); blocks beyond "
+        "it return to the pool. Default: none (layers up to the selection layer keep all).",
+    )
+    group.add_argument(
+        "--asl-select-k",
+        type=_int_at_least(1),
+        default=defaults.select_k,
+        help="Tokens kept (window included) after the selection layer.",
+    )
+    group.add_argument(
+        "--asl-tau",
+        type=_tau,
+        default=defaults.tau,
+        help="Relative rank-variance threshold in (0, 1]; the first layer below it is the "
+        f"selection layer.",
+    )
+    group.add_argument(
+        "--asl-min-layer",
+        type=_int_at_least(0),
+        default=None,
+        help="Reference layer L_min of the rank variance; selection starts one layer later "
+        "(default: 10 of 32 layers, scaled to the model's depth).",
+    )
+    group.add_argument(
+        "--asl-obs-layers",
+        type=_int_at_least(2),
+        default=defaults.obs_layers,
+        help="Layers whose ranks are compared.",
+    )
+    group.add_argument(
+        "--asl-window",
+        type=_int_at_least(1),
+        default=defaults.window,
+        help="Observation window: last prompt tokens whose queries score the rest; always kept.",
+    )
+    group.add_argument(
+        "--asl-kernel",
+        type=_int_at_least(1),
+        default=defaults.pool_kernel,
+        help="Odd average-pooling width over token scores.",
+    )
+    group.add_argument(
+        "--fixed-layer",
+        type=_int_at_least(0),
+        default=None,
+        help="Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 "
+        "layers, scaled).",
+    )
+    group.add_argument(
+        "--asl-two-pass",
+        action="store_true",
+        default=defaults.two_pass,
+        help="asl only: re-run the model on the selected tokens (GemFilter style).",
+    )
+    return parser
+
+
+def pruner_config_from_namespace(args: argparse.Namespace) -> PrunerConfig:
+    """Only the flags the user gave override the defaults."""
+    raw: dict[str, Any] = {}
+    for field, option in FLAGS.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            raw[field] = value
+    return PrunerConfig.from_dict(raw)

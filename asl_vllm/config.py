@@ -1,0 +1,187 @@
+"""The pruner configuration: one validated object that reaches every vLLM process.
+
+It travels as `VllmConfig.additional_config["kv_pruner"]` (a plain dict, part of
+vLLM's config hash), is built from CLI flags, `LLM(...)` keyword arguments or a
+dict, and is resolved against the model depth once the model config is known.
+Layer indices are 0-based throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PrunerName = Literal["none", "asl", "fastkv", "gemfilter", "snapkv"]
+PRUNERS: tuple[str, ...] = ("none", "asl", "fastkv", "gemfilter", "snapkv")
+ADDITIONAL_CONFIG_KEY = "kv_pruner"
+
+# Reference depths of the paper (32-layer Llama-3.1-8B); scaled to other depths.
+REFERENCE_NUM_LAYERS = 32
+REFERENCE_MIN_LAYER = 10
+REFERENCE_FIXED_LAYER = {"fastkv": 15, "gemfilter": 13}
+
+# Decoder architectures whose layer loop the engine knows how to run on a subset.
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+)
+
+
+class PrunerConfigError(ValueError):
+    """A bad pruner setting; the message names the flag."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"{flag}: {message}")
+        self.flag = flag
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Every knob of every pruner. Field name -> CLI flag is in `FLAGS`."""
+
+    pruner: PrunerName = "none"
+    kv_budget: int | None = None
+    select_k: int = 2048
+    tau: float = 0.3
+    min_layer: int | None = None
+    obs_layers: int = 8
+    window: int = 32
+    pool_kernel: int = 7
+    fixed_layer: int | None = None
+    two_pass: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.pruner != "none"
+
+    def validate(self) -> PrunerConfig:
+        """Checks that need no model; raises PrunerConfigError naming the flag."""
+        if self.pruner not in PRUNERS:
+            raise PrunerConfigError(
+                flag("pruner"), f"unknown pruner {self.pruner!r}; choose one of {', '.join(PRUNERS)}"
+            )
+        _check_int(self.window, "window", minimum=1)
+        _check_int(self.select_k, "select_k", minimum=1)
+        _check_int(self.obs_layers, "obs_layers", minimum=2)
+        _check_int(self.pool_kernel, "pool_kernel", minimum=1)
+        if self.pool_kernel % 2 == 0:
+            raise PrunerConfigError(flag("pool_kernel"), f"must be odd, got {self.pool_kernel}")
+        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)):
+            raise PrunerConfigError(flag("tau"), f"must be a number, got {self.tau!r}")
+        if not (math.isfinite(self.tau) and 0 < self.tau <= 1):
+            raise PrunerConfigError(flag("tau"), f"must be in (0, 1], got {self.tau}")
+        if self.window > self.select_k:
+            raise PrunerConfigError(
+                flag("window"), f"window ({self.window}) must not exceed --asl-select-k ({self.select_k})"
+            )
+        if self.kv_budget is not None:
+            _check_int(self.kv_budget, "kv_budget", minimum=1)
+            if self.kv_budget < self.window:
+                raise PrunerConfigError(
+                    flag("kv_budget"), f"budget ({self.kv_budget}) must be at least --asl-window ({self.window})"
+                )
+            if self.pruner in ("asl", "fastkv", "gemfilter") and self.kv_budget > self.select_k:
+                raise PrunerConfigError(
+                    flag("kv_budget"),
+                    f"budget ({self.kv_budget}) must not exceed --asl-select-k ({self.select_k}): "
+                    "layers after the selection layer hold only the selected tokens",
+                )
+        if self.min_layer is not None:
+            _check_int(self.min_layer, "min_layer", minimum=self.obs_layers - 1)
+        if self.fixed_layer is not None:
+            _check_int(self.fixed_layer, "fixed_layer", minimum=0)
+            if self.pruner not in ("fastkv", "gemfilter"):
+                raise PrunerConfigError(flag("fixed_layer"), "applies only to --kv-pruner fastkv or gemfilter")
+        if self.pruner == "snapkv" and self.kv_budget is None:
+            raise PrunerConfigError(flag("kv_budget"), "--kv-pruner snapkv needs a budget")
+        if self.two_pass and self.pruner != "asl":
+            raise PrunerConfigError(flag("two_pass"), "applies only to --kv-pruner asl")
+        if not self.enabled:
+            changed = [f.name for f in dataclasses.fields(self) if f.name != "pruner" and getattr(self, f.name) != f.default]
+            if changed:
+                raise PrunerConfigError(flag(changed[0]), "has no effect without --kv-pruner")
+        return self
+
+    def resolve(self, num_layers: int, architectures: list[str] | None = None) -> PrunerConfig:
+        """Fill model-dependent defaults and check layer indices against the depth."""
+        self.validate()
+        if not self.enabled:
+            return self
+        if architectures is not None and not set(architectures) & set(SUPPORTED_ARCHITECTURES):
+            raise PrunerConfigError(
+                flag("pruner"),
+                f"model architecture {architectures} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
+            )
+        last = num_layers - 1
+        min_layer = self.min_layer
+        if min_layer is None:
+            min_layer = max(self.obs_layers - 1, _scaled(REFERENCE_MIN_LAYER, num_layers))
+        if self.pruner == "asl" and not (self.obs_layers - 1 <= min_layer < last - 1):
+            raise PrunerConfigError(
+                flag("min_layer"),
+                f"{min_layer} is out of range for a {num_layers}-layer model with --asl-obs-layers "
+                f"{self.obs_layers} (valid: {self.obs_layers - 1}..{last - 2})",
+            )
+        fixed_layer = self.fixed_layer
+        if self.pruner in REFERENCE_FIXED_LAYER and fixed_layer is None:
+            fixed_layer = _scaled(REFERENCE_FIXED_LAYER[self.pruner], num_layers)
+        if fixed_layer is not None and not (0 <= fixed_layer < last):
+            raise PrunerConfigError(
+                flag("fixed_layer"), f"{fixed_layer} is out of range for a {num_layers}-layer model (valid: 0..{last - 1})"
+            )
+        return dataclasses.replace(self, min_layer=min_layer, fixed_layer=fixed_layer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> PrunerConfig:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise PrunerConfigError(flag("pruner"), f"expected a mapping, got {type(raw).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise PrunerConfigError(unknown[0], f"unknown pruner setting; known: {', '.join(sorted(names))}")
+        return cls(**raw).validate()
+
+
+# Field -> CLI flag. The CLI is the name users see in errors.
+FLAGS: dict[str, str] = {
+    "pruner": "--kv-pruner",
+    "kv_budget": "--kv-budget",
+    "select_k": "--asl-select-k",
+    "tau": "--asl-tau",
+    "min_layer": "--asl-min-layer",
+    "obs_layers": "--asl-obs-layers",
+    "window": "--asl-window",
+    "pool_kernel": "--asl-kernel",
+    "fixed_layer": "--fixed-layer",
+    "two_pass": "--asl-two-pass",
+}
+
+
+def flag(field: str) -> str:
+    return FLAGS.get(field, field)
+
+
+def _scaled(reference_layer: int, num_layers: int) -> int:
+    return round(reference_layer * num_layers / REFERENCE_NUM_LAYERS)
+
+
+def _check_int(value: object, field: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PrunerConfigError(flag(field), f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise PrunerConfigError(flag(field), f"must be >= {minimum}, got {value}")
+
+
+def from_vllm_config(vllm_config: Any) -> PrunerConfig:
+    """The resolved config a running engine uses (`none` when the plugin is idle)."""
+    additional = getattr(vllm_config, "additional_config", None) or {}
+    return PrunerConfig.from_dict(additional.get(ADDITIONAL_CONFIG_KEY))

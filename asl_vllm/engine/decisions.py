@@ -1,0 +1,54 @@
+"""What the pruner did to one request: kept per request in the worker, logged once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("asl_vllm")
+
+
+@dataclass
+class PruneDecision:
+    req_id: str
+    pruner: str
+    num_prompt_tokens: int
+    selection_layer: int | None = None
+    selected_tokens: int | None = None
+    # Per layer: first kept slot D (0 = full KV). Decode attention reads [D, seq_len).
+    layer_offsets: list[int] = field(default_factory=list)
+    block_size: int = 0
+    scoring_seconds: float = 0.0
+
+    @property
+    def pruned(self) -> bool:
+        return any(self.layer_offsets)
+
+    def kept_tokens(self, layer: int) -> int:
+        return self.num_prompt_tokens - self.layer_offsets[layer]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "req_id": self.req_id,
+            "pruner": self.pruner,
+            "num_prompt_tokens": self.num_prompt_tokens,
+            "selection_layer": self.selection_layer,
+            "selected_tokens": self.selected_tokens,
+            "layer_offsets": list(self.layer_offsets),
+            "scoring_seconds": self.scoring_seconds,
+        }
+
+    def log(self) -> None:
+        kept = sorted({self.kept_tokens(layer) for layer in range(len(self.layer_offsets))})
+        logger.info(
+            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s "
+            "selected_tokens=%s kept_tokens_per_layer=%s freeable_blocks=%d scoring_ms=%.1f",
+            self.req_id,
+            self.pruner,
+            self.num_prompt_tokens,
+            "none" if self.selection_layer is None else self.selection_layer,
+            self.selected_tokens,
+            "/".join(map(str, kept)),
+            min(self.layer_offsets, default=0) // max(self.block_size, 1),
+            self.scoring_seconds * 1000,
+        )

@@ -1,0 +1,122 @@
+"""Model runner mixin: runs the pruned layer loop when a step needs it, else vLLM's forward.
+
+Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
+build) and overrides only `load_model`, `_update_states`, `execute_model` and
+`_model_forward`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vllm.v1.attention.backend import CommonAttentionMetadata
+
+from asl_vllm.config import from_vllm_config
+from asl_vllm.engine.attention_layout import StepTables
+from asl_vllm.engine.capture import AttentionCapture
+from asl_vllm.engine.decisions import PruneDecision
+from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.pruned_forward import PrunedForward, RequestStep
+from asl_vllm.request_config import prefill_prune_config
+
+
+class PruningRunnerMixin:
+    """Keeps each pruned request's per-layer KV offsets between steps."""
+
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        super().load_model(*args, **kwargs)
+        self.pruner_config = from_vllm_config(self.vllm_config)
+        self.pruner_stack = DecoderStack(self.model)
+        self.pruner_capture = AttentionCapture(self.pruner_stack)
+        self.pruned_requests: dict[str, PruneDecision] = {}
+        self.pruner_decisions: list[PruneDecision] = []
+        self._pruner_in_step = False
+
+    def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
+        super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
+        groups = self.kv_cache_config.kv_cache_groups
+        if len(groups) != 1 or len(self.attn_groups[0]) != 1:
+            raise RuntimeError("KV pruning needs a model whose layers share one KV cache group")
+        self.pruner_block_size = groups[0].kv_cache_spec.block_size
+        self.pruned_forward = PrunedForward(
+            self.pruner_stack, self.pruner_capture, self.pruner_block_size, self._build_layer_metadata
+        )
+
+    def _build_layer_metadata(self, common: CommonAttentionMetadata) -> Any:
+        return self.attn_groups[0][0].build_metadata(common)
+
+    def _update_states(self, scheduler_output: Any) -> Any:
+        for req_id in scheduler_output.finished_req_ids:
+            self.pruned_requests.pop(req_id, None)
+        for req_id in scheduler_output.preempted_req_ids or ():
+            self.pruned_requests.pop(req_id, None)
+        return super()._update_states(scheduler_output)
+
+    def execute_model(self, *args: Any, **kwargs: Any) -> Any:
+        self._pruner_in_step = True
+        try:
+            return super().execute_model(*args, **kwargs)
+        finally:
+            self._pruner_in_step = False
+
+    def _model_forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        intermediate_tensors: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **model_kwargs: Any,
+    ) -> Any:
+        steps = self._plan_steps() if self._pruner_in_step else None
+        if steps is None:
+            return super()._model_forward(
+                input_ids=input_ids,
+                positions=positions,
+                intermediate_tensors=intermediate_tensors,
+                inputs_embeds=inputs_embeds,
+                **model_kwargs,
+            )
+        num_reqs = len(steps)
+        computed = self.input_batch.num_computed_tokens_cpu_tensor[:num_reqs]
+        prompts = self.input_batch.num_prompt_tokens_cpu_tensor[:num_reqs]
+        tables = StepTables(
+            block_table=self.input_batch.block_table[0].get_device_tensor(num_reqs),
+            block_size=self.pruner_block_size,
+            is_prefilling=computed < prompts,
+        )
+        hidden, decisions = self.pruned_forward.run(steps, input_ids, positions, inputs_embeds, tables)
+        for decision in decisions:
+            decision.log()
+            if decision.pruned:
+                self.pruned_requests[decision.req_id] = decision
+            self.pruner_decisions.append(decision)
+        return hidden
+
+    def _plan_steps(self) -> list[RequestStep] | None:
+        """This step's requests; None when none is pruned or pruning (vLLM's own forward runs)."""
+        num_reqs = self.input_batch.num_reqs
+        starts = self.query_start_loc.cpu[: num_reqs + 1].tolist()
+        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs].tolist()
+        num_layers = self.pruner_stack.num_layers
+        steps = []
+        any_pruning = False
+        for index, req_id in enumerate(self.input_batch.req_ids[:num_reqs]):
+            num_rows = starts[index + 1] - starts[index]
+            seq_len = computed[index] + num_rows
+            prune_config = None
+            offsets = None
+            if computed[index] == 0:
+                state = self.requests[req_id]
+                prune_config = prefill_prune_config(
+                    self.pruner_config, state.sampling_params, seq_len, num_layers
+                )
+            elif req_id in self.pruned_requests:
+                offsets = self.pruned_requests[req_id].layer_offsets
+            any_pruning |= prune_config is not None or offsets is not None
+            steps.append(RequestStep(req_id, starts[index], num_rows, seq_len, prune_config, offsets))
+        return steps if any_pruning else None
+
+    def take_pruner_decisions(self) -> list[PruneDecision]:
+        decisions, self.pruner_decisions = self.pruner_decisions, []
+        return decisions

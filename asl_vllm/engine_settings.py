@@ -1,0 +1,105 @@
+"""The vLLM engine settings a pruner needs, and the ones it cannot work with.
+
+Pruning rewrites a request's KV cache after its prefill step, so anything that
+shares, splits or replays that cache is refused when the user asked for it and
+switched off (with a notice) when it is only vLLM's default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from asl_vllm.config import PrunerConfig, PrunerConfigError
+
+logger = logging.getLogger(__name__)
+
+CPU_WORKER = "asl_vllm.engine.worker.PruningCPUWorker"
+GPU_WORKER = "asl_vllm.engine.gpu_worker.PruningGPUWorker"
+SCHEDULER = "asl_vllm.engine.scheduler.PruningScheduler"
+
+# EngineArgs field -> (flag, why it conflicts). Refused when explicitly enabled.
+_REFUSED_WHEN_ON = {
+    "enable_prefix_caching": (
+        "--enable-prefix-caching",
+        "pruned blocks cannot be shared with other requests",
+    ),
+    "enable_chunked_prefill": (
+        "--enable-chunked-prefill",
+        "a prompt must be scored in one step (chunked prefill is switched off for pruning)",
+    ),
+    "async_scheduling": (
+        "--async-scheduling",
+        "blocks are freed from the step's results, which async scheduling overlaps",
+    ),
+}
+
+
+def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
+    """Refuse conflicting settings, then set the ones the pruner relies on."""
+    if not config.enabled:
+        return
+    for field, (option, why) in _REFUSED_WHEN_ON.items():
+        if getattr(engine_args, field, None) is True:
+            raise PrunerConfigError(option, f"cannot be used with --kv-pruner {config.pruner}: {why}")
+    if engine_args.speculative_config:
+        raise PrunerConfigError(
+            "--speculative-config", f"speculative decoding is not supported with --kv-pruner {config.pruner}"
+        )
+    for field, option in (
+        ("pipeline_parallel_size", "--pipeline-parallel-size"),
+        ("tensor_parallel_size", "--tensor-parallel-size"),
+    ):
+        if (getattr(engine_args, field, 1) or 1) > 1:
+            raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}")
+    if engine_args.worker_cls not in ("auto", CPU_WORKER, GPU_WORKER):
+        raise PrunerConfigError("--worker-cls", "is set by --kv-pruner and cannot be overridden")
+    if engine_args.scheduler_cls not in (None, SCHEDULER):
+        raise PrunerConfigError("--scheduler-cls", "is set by --kv-pruner and cannot be overridden")
+
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        engine_args.worker_cls = CPU_WORKER
+    else:
+        # The pruning runner extends the V1 GPU model runner; pin it for CUDA.
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+        engine_args.worker_cls = GPU_WORKER
+    engine_args.scheduler_cls = SCHEDULER
+    engine_args.enable_prefix_caching = False
+    engine_args.enable_chunked_prefill = False
+    engine_args.async_scheduling = False
+    if not engine_args.enforce_eager:
+        logger.info("asl-vllm: --kv-pruner %s runs the model eagerly (--enforce-eager)", config.pruner)
+    engine_args.enforce_eager = True
+
+
+def resolve_for_model(config: PrunerConfig, engine_args: Any) -> PrunerConfig:
+    """Early, model-aware validation for the CLI; skipped if the config cannot be read here."""
+    try:
+        from transformers import AutoConfig
+
+        hf_config = AutoConfig.from_pretrained(
+            engine_args.model,
+            trust_remote_code=bool(engine_args.trust_remote_code),
+            revision=engine_args.revision,
+        )
+    except Exception:  # the engine resolves it again once vLLM has loaded the config
+        return config
+    resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
+    apply_engine_settings(_Probe(engine_args), config)
+    return resolved
+
+
+class _Probe:
+    """A write-discarding view of EngineArgs, to run the conflict checks early."""
+
+    def __init__(self, engine_args: Any) -> None:
+        object.__setattr__(self, "_args", engine_args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._args, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass

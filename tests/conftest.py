@@ -1,0 +1,45 @@
+"""Shared fixtures: the embedded model and vLLM engines, started once per session.
+
+Engines run their core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so
+tests can read the scheduler's KV block pool directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    from asl_vllm.embedded_model import materialize
+
+    return str(materialize())
+
+
+@pytest.fixture(scope="session")
+def engines(model_path):
+    """`engines(**engine_kwargs)` -> one shared `vllm.LLM` per distinct setting."""
+    from vllm import LLM
+
+    started: dict[tuple, LLM] = {}
+
+    def get(**kwargs) -> LLM:
+        key = tuple(sorted(kwargs.items()))
+        if key not in started:
+            started[key] = LLM(
+                model=model_path,
+                max_model_len=8192,
+                enforce_eager=True,
+                seed=0,
+                **kwargs,
+            )
+        return started[key]
+
+    yield get
+    for llm in started.values():
+        llm.llm_engine.engine_core.shutdown()

@@ -1,0 +1,74 @@
+"""Reading a running in-process engine: its scheduler, block pool and pruner decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+
+HAYSTACK_SENTENCES = (
+    "The grass is green.",
+    "The sky is blue.",
+    "The sun is yellow.",
+    "Here we go.",
+    "There and back again.",
+)
+
+
+def scheduler(llm: LLM) -> Any:
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+def free_blocks(llm: LLM) -> int:
+    return scheduler(llm).kv_cache_manager.block_pool.get_num_free_blocks()
+
+
+def block_size(llm: LLM) -> int:
+    return scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0].block_size
+
+
+def blocks_held(llm: LLM, req_id: str) -> int:
+    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
+    return sum(1 for block in manager.req_to_blocks.get(req_id, []) if not block.is_null)
+
+
+def decisions(llm: LLM) -> dict[str, dict[str, Any]]:
+    """Worker-side decisions since the last call, by request id."""
+    (made,) = llm.collective_rpc("take_pruner_decisions")
+    return {decision["req_id"]: decision for decision in made}
+
+
+def haystack_tokens(llm: LLM, num_tokens: int, needle: str | None = None, depth: float = 0.5) -> list[int]:
+    """A chat prompt of exactly `num_tokens` tokens: filler text, an optional needle, a question."""
+    tokenizer = llm.get_tokenizer()
+    filler = " ".join(HAYSTACK_SENTENCES[i % len(HAYSTACK_SENTENCES)] for i in range(num_tokens))
+    filler_ids = tokenizer.encode(filler, add_special_tokens=False)
+    question = "What is the special magic number mentioned in the text above?" if needle else "Summarize."
+    head = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "\x00"}], tokenize=False, add_generation_prompt=True
+    ).split("\x00")
+    prefix = tokenizer.encode(head[0], add_special_tokens=False)
+    suffix = tokenizer.encode(" " + question + head[1] + "The special magic number is", add_special_tokens=False)
+    needle_ids = tokenizer.encode(" " + needle + " ", add_special_tokens=False) if needle else []
+    body = num_tokens - len(prefix) - len(suffix) - len(needle_ids)
+    assert body > 0, "prompt too short for its frame"
+    cut = int(body * depth)
+    return prefix + filler_ids[:cut] + needle_ids + filler_ids[cut:body] + suffix
+
+
+def greedy(max_tokens: int, **extra_args: Any) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, extra_args=extra_args or None)
+
+
+def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:
+    """Add all requests, step the engine until they finish; token ids by request id."""
+    engine = llm.llm_engine
+    for req_id, token_ids in prompts.items():
+        engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params[req_id])
+    outputs: dict[str, list[int]] = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                outputs[output.request_id] = list(output.outputs[0].token_ids)
+    return outputs

@@ -1,0 +1,78 @@
+"""PrunerConfig: validation names the flag, defaults scale with model depth."""
+
+import math
+
+import pytest
+
+from asl_vllm.config import PrunerConfig, PrunerConfigError
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"pruner": "asl", "tau": 0.0}, "--asl-tau"),
+        ({"pruner": "asl", "tau": -0.1}, "--asl-tau"),
+        ({"pruner": "asl", "tau": math.nan}, "--asl-tau"),
+        ({"pruner": "asl", "tau": 1.5}, "--asl-tau"),
+        ({"pruner": "asl", "tau": "0.3"}, "--asl-tau"),
+        ({"pruner": "asl", "window": 64, "select_k": 32}, "--asl-window"),
+        ({"pruner": "asl", "window": 0}, "--asl-window"),
+        ({"pruner": "asl", "pool_kernel": 4}, "--asl-kernel"),
+        ({"pruner": "asl", "obs_layers": 1}, "--asl-obs-layers"),
+        ({"pruner": "asl", "kv_budget": 16}, "--kv-budget"),
+        ({"pruner": "asl", "kv_budget": 4096, "select_k": 2048}, "--kv-budget"),
+        ({"pruner": "asl", "kv_budget": True}, "--kv-budget"),
+        ({"pruner": "asl", "fixed_layer": 3}, "--fixed-layer"),
+        ({"pruner": "snapkv"}, "--kv-budget"),
+        ({"pruner": "fastkv", "two_pass": True}, "--asl-two-pass"),
+        ({"pruner": "none", "kv_budget": 1024}, "--kv-budget"),
+        ({"pruner": "h2o"}, "--kv-pruner"),
+    ],
+)
+def test_invalid_settings_name_their_flag(settings, flag):
+    with pytest.raises(PrunerConfigError) as error:
+        PrunerConfig.from_dict(settings)
+    assert error.value.flag == flag
+    assert str(error.value).startswith(f"{flag}: ")
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(PrunerConfigError, match="unknown pruner setting"):
+        PrunerConfig.from_dict({"pruner": "asl", "budget": 3})
+
+
+def test_defaults_scale_with_depth():
+    asl = PrunerConfig(pruner="asl").resolve(30)
+    assert asl.min_layer == 9
+    assert PrunerConfig(pruner="asl").resolve(32).min_layer == 10
+    assert PrunerConfig(pruner="fastkv").resolve(30).fixed_layer == 14
+    assert PrunerConfig(pruner="gemfilter").resolve(32).fixed_layer == 13
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"pruner": "fastkv", "fixed_layer": 29}, "--fixed-layer"),
+        ({"pruner": "fastkv", "fixed_layer": 40}, "--fixed-layer"),
+        ({"pruner": "asl", "min_layer": 28}, "--asl-min-layer"),
+        ({"pruner": "asl", "min_layer": 3}, "--asl-min-layer"),
+    ],
+)
+def test_layers_out_of_range_for_the_model(settings, flag):
+    with pytest.raises(PrunerConfigError) as error:
+        PrunerConfig.from_dict(settings).resolve(30)
+    assert error.value.flag == flag
+
+
+def test_unsupported_architecture():
+    with pytest.raises(PrunerConfigError, match="not supported"):
+        PrunerConfig(pruner="asl").resolve(30, ["GPT2LMHeadModel"])
+
+
+def test_none_resolves_to_itself():
+    assert PrunerConfig().resolve(30) == PrunerConfig()
+
+
+def test_round_trip_through_a_dict():
+    config = PrunerConfig(pruner="asl", kv_budget=1024, tau=0.25).resolve(30)
+    assert PrunerConfig.from_dict(config.to_dict()) == config
