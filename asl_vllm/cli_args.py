@@ -38,8 +38,8 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return parser
     defaults = PrunerConfig()
     group = parser.add_argument_group(
-        title="KV pruning (asl-vllm)",
-        description="Layer-wise KV-cache token pruning. Layer indices are 0-based.",
+        title="KVPruning",
+        description="Layer-wise KV-cache token pruning (asl-vllm). Layer indices are 0-based.",
     )
     group.add_argument(
         "--kv-pruner",
@@ -66,8 +66,7 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--asl-tau",
         type=_tau,
         default=defaults.tau,
-        help="Relative rank-variance threshold in (0, 1]; the first layer below it is the "
-        f"selection layer.",
+        help="Relative rank-variance threshold in (0, 1]; the first layer below it is the selection layer.",
     )
     group.add_argument(
         "--asl-min-layer",
@@ -98,8 +97,7 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--fixed-layer",
         type=_int_at_least(0),
         default=None,
-        help="Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 "
-        "layers, scaled).",
+        help="Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
     )
     group.add_argument(
         "--asl-two-pass",

@@ -101,7 +101,9 @@ class PrunerConfig:
         if self.two_pass and self.pruner != "asl":
             raise PrunerConfigError(flag("two_pass"), "applies only to --kv-pruner asl")
         if not self.enabled:
-            changed = [f.name for f in dataclasses.fields(self) if f.name != "pruner" and getattr(self, f.name) != f.default]
+            changed = [
+                f.name for f in dataclasses.fields(self) if f.name != "pruner" and getattr(self, f.name) != f.default
+            ]
             if changed:
                 raise PrunerConfigError(flag(changed[0]), "has no effect without --kv-pruner")
         return self
@@ -131,7 +133,8 @@ class PrunerConfig:
             fixed_layer = _scaled(REFERENCE_FIXED_LAYER[self.pruner], num_layers)
         if fixed_layer is not None and not (0 <= fixed_layer < last):
             raise PrunerConfigError(
-                flag("fixed_layer"), f"{fixed_layer} is out of range for a {num_layers}-layer model (valid: 0..{last - 1})"
+                flag("fixed_layer"),
+                f"{fixed_layer} is out of range for a {num_layers}-layer model (valid: 0..{last - 1})",
             )
         return dataclasses.replace(self, min_layer=min_layer, fixed_layer=fixed_layer)
 

@@ -7,13 +7,11 @@ switched off (with a notice) when it is only vLLM's default.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-
-logger = logging.getLogger(__name__)
+from asl_vllm.log import logger
 
 CPU_WORKER = "asl_vllm.engine.worker.PruningCPUWorker"
 GPU_WORKER = "asl_vllm.engine.gpu_worker.PruningGPUWorker"

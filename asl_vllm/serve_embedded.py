@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     model_path = str(materialize())
     command = build_command(model_path, args)
-    option = dict(zip(command, command[1:]))
+    option = dict(zip(command, command[1:], strict=False))
     # On the CPU build the KV cache size is set in GiB; 1 GiB holds ~45k tokens of this model.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     print(

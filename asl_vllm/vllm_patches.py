@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 from typing import Any
 
 from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
 from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
-
-logger = logging.getLogger(__name__)
+from asl_vllm.log import logger
 
 _PATCHED_MARK = "_asl_vllm_patched"
 # EngineArgs keyword -> PrunerConfig field, e.g. LLM(..., kv_pruner="asl", asl_tau=0.2).
@@ -107,9 +105,7 @@ def _wrap_create_engine_config(cls: type) -> None:
         apply_engine_settings(self, config)
         vllm_config = original(self, *args, **kwargs)
         hf_config = vllm_config.model_config.hf_config
-        resolved = config.resolve(
-            hf_config.num_hidden_layers, getattr(hf_config, "architectures", None)
-        )
+        resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
         vllm_config.additional_config[ADDITIONAL_CONFIG_KEY] = resolved.to_dict()
         logger.info("asl-vllm: KV pruner enabled: %s", resolved)
         return vllm_config

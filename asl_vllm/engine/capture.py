@@ -19,8 +19,7 @@ class AttentionCapture:
         self.active = False
         self._last: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._handles: list[RemovableHandle] = [
-            attention.register_forward_hook(self._hook_for(index))
-            for index, attention in enumerate(stack.attentions)
+            attention.register_forward_hook(self._hook_for(index)) for index, attention in enumerate(stack.attentions)
         ]
 
     def _hook_for(self, index: int):

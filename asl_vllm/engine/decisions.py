@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
-logger = logging.getLogger("asl_vllm")
+from asl_vllm.log import logger
 
 
 @dataclass

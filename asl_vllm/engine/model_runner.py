@@ -108,9 +108,7 @@ class PruningRunnerMixin:
             offsets = None
             if computed[index] == 0:
                 state = self.requests[req_id]
-                prune_config = prefill_prune_config(
-                    self.pruner_config, state.sampling_params, seq_len, num_layers
-                )
+                prune_config = prefill_prune_config(self.pruner_config, state.sampling_params, seq_len, num_layers)
             elif req_id in self.pruned_requests:
                 offsets = self.pruned_requests[req_id].layer_offsets
             any_pruning |= prune_config is not None or offsets is not None

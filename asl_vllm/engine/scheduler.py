@@ -11,16 +11,14 @@ in the worker, so no worker-to-scheduler message is needed.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.budget import tail_offset
 from asl_vllm.config import from_vllm_config
+from asl_vllm.log import logger
 from asl_vllm.request_config import prefill_prune_config
-
-logger = logging.getLogger("asl_vllm")
 
 
 class PruningScheduler(Scheduler):
@@ -52,9 +50,7 @@ class PruningScheduler(Scheduler):
         return outputs
 
     def _free_pruned_head(self, req_id: str, request: Any, num_tokens: int) -> None:
-        config = prefill_prune_config(
-            self.pruner_config, request.sampling_params, num_tokens, self.pruner_num_layers
-        )
+        config = prefill_prune_config(self.pruner_config, request.sampling_params, num_tokens, self.pruner_num_layers)
         if config is None or config.kv_budget is None:
             return
         freed_blocks = 0

@@ -28,15 +28,25 @@ def block_size(llm: LLM) -> int:
     return scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0].block_size
 
 
+def external_id(internal_id: str) -> str:
+    """vLLM appends "-<random suffix>" to the id a caller gives `add_request`."""
+    return internal_id.rsplit("-", 1)[0]
+
+
+def internal_id(llm: LLM, req_id: str) -> str:
+    return next(key for key in scheduler(llm).requests if external_id(key) == req_id)
+
+
 def blocks_held(llm: LLM, req_id: str) -> int:
     manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
-    return sum(1 for block in manager.req_to_blocks.get(req_id, []) if not block.is_null)
+    blocks = manager.req_to_blocks.get(internal_id(llm, req_id), [])
+    return sum(1 for block in blocks if not block.is_null)
 
 
 def decisions(llm: LLM) -> dict[str, dict[str, Any]]:
-    """Worker-side decisions since the last call, by request id."""
+    """Worker-side decisions since the last call, by the caller's request id."""
     (made,) = llm.collective_rpc("take_pruner_decisions")
-    return {decision["req_id"]: decision for decision in made}
+    return {external_id(decision["req_id"]): decision for decision in made}
 
 
 def haystack_tokens(llm: LLM, num_tokens: int, needle: str | None = None, depth: float = 0.5) -> list[int]:
@@ -57,8 +67,8 @@ def haystack_tokens(llm: LLM, num_tokens: int, needle: str | None = None, depth:
     return prefix + filler_ids[:cut] + needle_ids + filler_ids[cut:body] + suffix
 
 
-def greedy(max_tokens: int, **extra_args: Any) -> SamplingParams:
-    return SamplingParams(temperature=0.0, max_tokens=max_tokens, extra_args=extra_args or None)
+def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos, extra_args=extra_args or None)
 
 
 def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:

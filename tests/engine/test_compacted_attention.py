@@ -110,7 +110,9 @@ def test_decode_after_compaction_reads_exactly_the_kept_tokens(num_heads, num_kv
     values = torch.randn(2, num_tokens, num_kv_heads, HEAD_SIZE, generator=generator)
     positions = torch.arange(num_tokens)
     for req in range(2):
-        layer.impl.do_kv_cache_update(layer, keys[req], values[req], layer.kv_cache, _slots(block_table[req], positions, block_size))
+        layer.impl.do_kv_cache_update(
+            layer, keys[req], values[req], layer.kv_cache, _slots(block_table[req], positions, block_size)
+        )
 
     offset = tail_offset(num_tokens, keep, block_size)
     kept_count = num_tokens - offset
@@ -136,7 +138,9 @@ def test_decode_after_compaction_reads_exactly_the_kept_tokens(num_heads, num_kv
     pruned_values = [torch.cat([values[0, kept[g], g], new_v[0, :, g]]) for g in range(num_kv_heads)]
     full_keys = [torch.cat([keys[1, :, g], new_k[1, :, g]]) for g in range(num_kv_heads)]
     full_values = [torch.cat([values[1, :, g], new_v[1, :, g]]) for g in range(num_kv_heads)]
-    torch.testing.assert_close(got[0], _reference(query[0], pruned_keys, pruned_values, num_kv_heads), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        got[0], _reference(query[0], pruned_keys, pruned_values, num_kv_heads), atol=2e-5, rtol=1e-4
+    )
     torch.testing.assert_close(got[1], _reference(query[1], full_keys, full_values, num_kv_heads), atol=2e-5, rtol=1e-4)
 
 

@@ -1,0 +1,1 @@
+"""The scoring core shared by every pruner: torch reference, paged variants, dispatch."""
