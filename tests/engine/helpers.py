@@ -49,10 +49,15 @@ def decisions(llm: LLM) -> dict[str, dict[str, Any]]:
     return {external_id(decision["req_id"]): decision for decision in made}
 
 
-def haystack_tokens(llm: LLM, num_tokens: int, needle: str | None = None, depth: float = 0.5) -> list[int]:
-    """A chat prompt of exactly `num_tokens` tokens: filler text, an optional needle, a question."""
+def haystack_tokens(
+    llm: LLM, num_tokens: int, needle: str | None = None, depth: float = 0.5, salt: str = ""
+) -> list[int]:
+    """A chat prompt of exactly `num_tokens` tokens: filler text, an optional needle, a question.
+
+    A `salt` starts the text with its own words, so the prompt shares no cached prefix block.
+    """
     tokenizer = llm.get_tokenizer()
-    filler = " ".join(HAYSTACK_SENTENCES[i % len(HAYSTACK_SENTENCES)] for i in range(num_tokens))
+    filler = salt + " ".join(HAYSTACK_SENTENCES[i % len(HAYSTACK_SENTENCES)] for i in range(num_tokens))
     filler_ids = tokenizer.encode(filler, add_special_tokens=False)
     question = "What is the special magic number mentioned in the text above?" if needle else "Summarize."
     head = tokenizer.apply_chat_template(

@@ -63,7 +63,8 @@ def test_pruner_none_matches_vllm_without_the_plugin(engines, model_path):
     from tests.engine.helpers import haystack_tokens, run_requests
 
     llm = engines()
-    prompt = haystack_tokens(llm, 2500)
+    # Salted: the shared engine's prefix cache must not serve part of this prompt.
+    prompt = haystack_tokens(llm, 2500, salt="Report 4711 on plain vLLM. ")
     with_plugin = run_requests(llm, {"plain": prompt}, {"plain": greedy(24)})["plain"]
     env = {**os.environ, "VLLM_PLUGINS": "", "VLLM_CPU_KVCACHE_SPACE": "1"}
     result = subprocess.run(
