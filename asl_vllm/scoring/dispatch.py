@@ -1,0 +1,85 @@
+"""One signature per batched scoring operation: Triton kernels on CUDA tensors, torch elsewhere.
+
+Whether Triton can run is decided once per process (CUDA available and triton
+importable); each call then goes by its tensors' device, so CPU tensors always
+take the torch references of `asl_vllm.scoring.paged`. Contracts and layouts
+are documented there.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import torch
+
+from asl_vllm.scoring import paged
+from asl_vllm.scoring.paged import Lengths, batch_ranks, past_lengths
+
+__all__ = [
+    "batch_rank_variance",
+    "batch_ranks",
+    "compact_tail",
+    "paged_window_histogram",
+    "past_lengths",
+    "pool_and_group",
+    "triton_available",
+    "window_histogram",
+]
+
+
+@functools.cache
+def triton_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _module(tensor: torch.Tensor, name: str) -> ModuleType:
+    """The kernel module `name` for CUDA tensors when Triton runs, else the torch references."""
+    if tensor.is_cuda and triton_available():
+        import importlib
+
+        return importlib.import_module(f"asl_vllm.kernels.{name}")
+    return paged
+
+
+def paged_window_histogram(
+    q_win: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """q_win[R, window, H, d], k_cache[blocks, block_size, G, d] -> hist[R, H, max M] fp32."""
+    module = _module(q_win, "window_scores")
+    return module.paged_window_histogram(q_win, k_cache, block_table, seq_lens, scale)
+
+
+def window_histogram(q_win: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """Dense `reference.window_histogram` (q_win[w, H, d], keys[N, G, d] -> [H, N - w]) on either path.
+
+    Dense keys are a paged cache of one block of N slots, so CUDA tensors take
+    the paged kernel with a one-entry block table.
+    """
+    num_tokens = keys.shape[0]
+    table = torch.zeros(1, 1, dtype=torch.int32, device=keys.device)
+    seq_lens = torch.tensor([num_tokens], dtype=torch.int32, device=keys.device)
+    return paged_window_histogram(q_win.unsqueeze(0), keys.unsqueeze(0), table, seq_lens, scale)[0]
+
+
+def pool_and_group(hist: torch.Tensor, lengths: Lengths, kernel: int, num_kv_heads: int) -> torch.Tensor:
+    """hist[R, H, M] -> kv_scores[R, G, M] fp32 (ASL's token scores: `.sum(dim=1)`)."""
+    return _module(hist, "score_reduce").pool_and_group(hist, lengths, kernel, num_kv_heads)
+
+
+def batch_rank_variance(ranks: torch.Tensor, lengths: Lengths, tops: Lengths) -> torch.Tensor:
+    """ranks[R, L, M] from `batch_ranks` -> rank variance per request [R] fp64."""
+    return _module(ranks, "score_reduce").batch_rank_variance(ranks, lengths, tops)
+
+
+def compact_tail(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, block_row: torch.Tensor, kept: torch.Tensor, end_slot: int
+) -> None:
+    """In place: per KV head, kept[g] slots (ascending) move to slots [end_slot - K, end_slot)."""
+    _module(k_cache, "compaction").compact_tail(k_cache, v_cache, block_row, kept, end_slot)

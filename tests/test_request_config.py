@@ -1,0 +1,70 @@
+"""Per-request settings: the server's config is the default and the ceiling; errors name the field."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from vllm import SamplingParams
+
+from asl_vllm.config import PrunerConfig, PrunerConfigError
+from asl_vllm.request_config import prefill_prune_config, request_config, set_server_config
+from asl_vllm.request_validation import PrunerRequestValidator
+
+SERVER = PrunerConfig(pruner="asl", kv_budget=1024).resolve(30)
+
+
+def test_no_overrides_keep_the_server_config():
+    assert request_config(SERVER, None) is SERVER
+    assert request_config(SERVER, {"unrelated": 1}) is SERVER
+
+
+def test_overrides_apply():
+    assert request_config(SERVER, {"kv_pruner": "none"}).pruner == "none"
+    assert request_config(SERVER, {"asl_tau": 0.5}).tau == 0.5
+    assert request_config(SERVER, {"kv_budget": 512}).kv_budget == 512
+    fastkv = request_config(SERVER, {"kv_pruner": "fastkv"}).resolve(30)
+    assert fastkv.pruner == "fastkv" and fastkv.fixed_layer == 14
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"kv_budget": 4096}, "kv_budget"),
+        ({"kv_budget": None}, "kv_budget"),
+        ({"kv_budget": "1k"}, "kv_budget"),
+        ({"kv_budget": 2.5}, "kv_budget"),
+        ({"kv_pruner": "h2o"}, "kv_pruner"),
+        ({"kv_pruner": ""}, "kv_pruner"),
+        ({"asl_tau": -1}, "asl_tau"),
+        ({"asl_tau": math.inf}, "asl_tau"),
+        ({"asl_tau": "0.3"}, "asl_tau"),
+        ({"asl_select_k": 16}, "asl_select_k"),
+        ({"asl_select_k": 10**12, "kv_budget": 10**12}, "kv_budget"),
+    ],
+)
+def test_bad_overrides_name_the_request_field(extra, field):
+    with pytest.raises(PrunerConfigError) as error:
+        request_config(SERVER, extra)
+    assert error.value.flag == field
+
+
+def test_overrides_need_a_pruning_server():
+    with pytest.raises(PrunerConfigError, match="needs a server started with --kv-pruner"):
+        request_config(PrunerConfig(), {"kv_pruner": "asl"})
+
+
+def test_prefill_prune_config_thresholds():
+    params = SamplingParams(max_tokens=1)
+    assert prefill_prune_config(SERVER, params, 1000, 30) is None  # under the budget
+    assert prefill_prune_config(SERVER, params, 5000, 30) == SERVER
+    assert prefill_prune_config(SERVER, SamplingParams(max_tokens=1, prompt_logprobs=1), 5000, 30) is None
+    off = SamplingParams(max_tokens=1, extra_args={"kv_pruner": "none"})
+    assert prefill_prune_config(SERVER, off, 5000, 30) is None
+
+
+def test_validator_turns_bad_settings_into_value_errors():
+    set_server_config(SERVER)
+    PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_pruner": "snapkv"}))
+    with pytest.raises(ValueError, match=r"vllm_xargs\.kv_budget"):
+        PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_budget": 4096}))
