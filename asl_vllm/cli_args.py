@@ -46,7 +46,7 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=PRUNERS,
         default=defaults.pruner,
         help="Pruning method. none (default): vLLM unchanged. asl: adaptive selection "
-        "layer; fastkv: selection at --fixed-layer; gemfilter: filter layer then re-run; "
+        "layer; fastkv: selection at --fixed-layer; gemfilter (not available yet): filter layer then re-run; "
         "snapkv: per-layer budget, no propagation.",
     )
     group.add_argument(
@@ -103,7 +103,7 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--asl-two-pass",
         action="store_true",
         default=defaults.two_pass,
-        help="asl only: re-run the model on the selected tokens (GemFilter style).",
+        help="asl only: re-run the model on the selected tokens, GemFilter style (not available yet).",
     )
     return parser
 

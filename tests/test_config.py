@@ -25,6 +25,8 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
         ({"pruner": "asl", "fixed_layer": 3}, "--fixed-layer"),
         ({"pruner": "snapkv"}, "--kv-budget"),
         ({"pruner": "fastkv", "two_pass": True}, "--asl-two-pass"),
+        ({"pruner": "asl", "two_pass": True}, "--asl-two-pass"),
+        ({"pruner": "gemfilter"}, "--kv-pruner"),
         ({"pruner": "none", "kv_budget": 1024}, "--kv-budget"),
         ({"pruner": "h2o"}, "--kv-pruner"),
     ],
@@ -46,7 +48,7 @@ def test_defaults_scale_with_depth():
     assert asl.min_layer == 9
     assert PrunerConfig(pruner="asl").resolve(32).min_layer == 10
     assert PrunerConfig(pruner="fastkv").resolve(30).fixed_layer == 14
-    assert PrunerConfig(pruner="gemfilter").resolve(32).fixed_layer == 13
+    assert PrunerConfig(pruner="fastkv").resolve(32).fixed_layer == 15
 
 
 @pytest.mark.parametrize(

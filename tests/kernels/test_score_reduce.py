@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from asl_vllm.kernels import score_reduce
 
+from asl_vllm.kernels import score_reduce
 from asl_vllm.scoring import paged
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from asl_vllm.kernels import window_scores
 
+from asl_vllm.kernels import window_scores
 from asl_vllm.scoring import paged
 
 from .cases import paged_cache
