@@ -49,55 +49,43 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "layer; fastkv: selection at --fixed-layer; gemfilter (not available yet): filter layer then re-run; "
         "snapkv: per-layer budget, no propagation.",
     )
-    group.add_argument(
-        "--kv-budget",
-        type=_int_at_least(1),
-        default=None,
-        help="Tokens kept per layer and KV head after prefill (SnapKV rule); blocks beyond "
-        "it return to the pool. Default: none (layers up to the selection layer keep all).",
-    )
-    group.add_argument(
-        "--asl-select-k",
-        type=_int_at_least(1),
-        default=defaults.select_k,
-        help="Tokens kept (window included) after the selection layer.",
-    )
+    for option, minimum, default, text in (
+        (
+            "--kv-budget",
+            1,
+            None,
+            "Tokens kept per layer and KV head after prefill (SnapKV rule); blocks beyond it return to the "
+            "pool. Default: none (layers up to the selection layer keep all).",
+        ),
+        ("--asl-select-k", 1, defaults.select_k, "Tokens kept (window included) after the selection layer."),
+        (
+            "--asl-min-layer",
+            0,
+            None,
+            "Reference layer L_min of the rank variance; selection starts one layer later "
+            "(default: 10 of 32 layers, scaled to the model's depth).",
+        ),
+        ("--asl-obs-layers", 2, defaults.obs_layers, "Layers whose ranks are compared."),
+        (
+            "--asl-window",
+            1,
+            defaults.window,
+            "Observation window: last prompt tokens whose queries score the rest; always kept.",
+        ),
+        ("--asl-kernel", 1, defaults.pool_kernel, "Odd average-pooling width over token scores."),
+        (
+            "--fixed-layer",
+            0,
+            None,
+            "Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
+        ),
+    ):
+        group.add_argument(option, type=_int_at_least(minimum), default=default, help=text)
     group.add_argument(
         "--asl-tau",
         type=_tau,
         default=defaults.tau,
         help="Relative rank-variance threshold in (0, 1]; the first layer below it is the selection layer.",
-    )
-    group.add_argument(
-        "--asl-min-layer",
-        type=_int_at_least(0),
-        default=None,
-        help="Reference layer L_min of the rank variance; selection starts one layer later "
-        "(default: 10 of 32 layers, scaled to the model's depth).",
-    )
-    group.add_argument(
-        "--asl-obs-layers",
-        type=_int_at_least(2),
-        default=defaults.obs_layers,
-        help="Layers whose ranks are compared.",
-    )
-    group.add_argument(
-        "--asl-window",
-        type=_int_at_least(1),
-        default=defaults.window,
-        help="Observation window: last prompt tokens whose queries score the rest; always kept.",
-    )
-    group.add_argument(
-        "--asl-kernel",
-        type=_int_at_least(1),
-        default=defaults.pool_kernel,
-        help="Odd average-pooling width over token scores.",
-    )
-    group.add_argument(
-        "--fixed-layer",
-        type=_int_at_least(0),
-        default=None,
-        help="Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
     )
     group.add_argument(
         "--asl-two-pass",
