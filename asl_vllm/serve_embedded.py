@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 from asl_vllm.embedded_model import materialize
 
@@ -48,5 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    executable = shutil.which("vllm") or "vllm"
+    # The `vllm` command of this environment, even when its bin folder is not on PATH.
+    beside = Path(sys.executable).with_name("vllm")
+    executable = str(beside) if beside.exists() else shutil.which("vllm")
+    if executable is None:
+        sys.exit("error: the `vllm` command is not installed in this environment")
     os.execv(executable, command)

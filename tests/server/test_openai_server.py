@@ -93,7 +93,12 @@ def test_pruner_none_matches_vllm_without_the_plugin(engines, model_path):
 def test_bad_per_request_settings_get_400_and_the_server_keeps_serving(asl_server, xargs, field):
     url, _ = asl_server
     body = {"model": "smollm2", "prompt": "Hello", "max_tokens": 2, "temperature": 0}
-    bad = requests.post(f"{url}/v1/completions", data=json.dumps({**body, "vllm_xargs": xargs}), timeout=60)
+    bad = requests.post(
+        f"{url}/v1/completions",
+        data=json.dumps({**body, "vllm_xargs": xargs}),  # json.dumps writes NaN, as many clients do
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     assert bad.status_code == 400, bad.text
     assert f"vllm_xargs.{field}" in bad.json()["error"]["message"]
     good = requests.post(f"{url}/v1/completions", json={**body, "vllm_xargs": {"kv_pruner": "snapkv"}}, timeout=60)
