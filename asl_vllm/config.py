@@ -23,6 +23,7 @@ ADDITIONAL_CONFIG_KEY = "kv_pruner"
 REFERENCE_NUM_LAYERS = 32
 REFERENCE_MIN_LAYER = 10
 REFERENCE_FIXED_LAYER = {"fastkv": 15, "gemfilter": 13}
+FIXED_LAYER_PRUNERS: tuple[str, ...] = tuple(REFERENCE_FIXED_LAYER)
 
 # Decoder architectures whose layer loop the engine knows how to run on a subset.
 SUPPORTED_ARCHITECTURES = (
@@ -96,7 +97,7 @@ class PrunerConfig:
             _check_int(self.min_layer, "min_layer", minimum=self.obs_layers - 1)
         if self.fixed_layer is not None:
             _check_int(self.fixed_layer, "fixed_layer", minimum=0)
-            if self.pruner not in ("fastkv", "gemfilter"):
+            if self.pruner not in FIXED_LAYER_PRUNERS:
                 raise PrunerConfigError(flag("fixed_layer"), "applies only to --kv-pruner fastkv or gemfilter")
         if self.pruner == "snapkv" and self.kv_budget is None:
             raise PrunerConfigError(flag("kv_budget"), "--kv-pruner snapkv needs a budget")

@@ -34,10 +34,8 @@ _REFUSED_WHEN_ON = {
 }
 
 
-def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
-    """Refuse conflicting settings, then set the ones the pruner relies on."""
-    if not config.enabled:
-        return
+def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
+    """Refuse settings the pruner cannot work with; changes nothing."""
     for field, (option, why) in _REFUSED_WHEN_ON.items():
         if getattr(engine_args, field, None) is True:
             raise PrunerConfigError(option, f"cannot be used with --kv-pruner {config.pruner}: {why}")
@@ -56,6 +54,12 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     if engine_args.scheduler_cls not in (None, SCHEDULER):
         raise PrunerConfigError("--scheduler-cls", "is set by --kv-pruner and cannot be overridden")
 
+
+def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
+    """Refuse conflicting settings, then set the ones the pruner relies on."""
+    if not config.enabled:
+        return
+    check_engine_settings(engine_args, config)
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
@@ -86,18 +90,5 @@ def resolve_for_model(config: PrunerConfig, engine_args: Any) -> PrunerConfig:
     except Exception:  # the engine resolves it again once vLLM has loaded the config
         return config
     resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
-    apply_engine_settings(_Probe(engine_args), config)
+    check_engine_settings(engine_args, config)
     return resolved
-
-
-class _Probe:
-    """A write-discarding view of EngineArgs, to run the conflict checks early."""
-
-    def __init__(self, engine_args: Any) -> None:
-        object.__setattr__(self, "_args", engine_args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._args, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        pass

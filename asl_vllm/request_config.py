@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import FIXED_LAYER_PRUNERS, FLAGS, PrunerConfig, PrunerConfigError
 
 # vllm_xargs key -> PrunerConfig field.
 REQUEST_KEYS = {
@@ -50,7 +50,7 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
         raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
-    if pruner not in ("fastkv", "gemfilter"):
+    if pruner not in FIXED_LAYER_PRUNERS:
         merged["fixed_layer"] = None
     try:
         config = PrunerConfig(**merged).validate()

@@ -7,6 +7,7 @@ build) and overrides only `load_model`, `_update_states`, `execute_model` and
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.pruned_forward import PrunedForward, RequestStep
 from asl_vllm.request_config import prefill_prune_config
 
+DECISIONS_KEPT = 1024
+
 
 class PruningRunnerMixin:
     """Keeps each pruned request's per-layer KV offsets between steps."""
@@ -30,7 +33,8 @@ class PruningRunnerMixin:
         self.pruner_stack = DecoderStack(self.model)
         self.pruner_capture = AttentionCapture(self.pruner_stack)
         self.pruned_requests: dict[str, PruneDecision] = {}
-        self.pruner_decisions: list[PruneDecision] = []
+        # Bounded: a server that never asks for them must not accumulate them.
+        self.pruner_decisions: deque[PruneDecision] = deque(maxlen=DECISIONS_KEPT)
         self._pruner_in_step = False
 
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
@@ -116,5 +120,6 @@ class PruningRunnerMixin:
         return steps if any_pruning else None
 
     def take_pruner_decisions(self) -> list[PruneDecision]:
-        decisions, self.pruner_decisions = self.pruner_decisions, []
+        decisions = list(self.pruner_decisions)
+        self.pruner_decisions.clear()
         return decisions

@@ -31,14 +31,8 @@ from asl_vllm.engine.compaction import write_kept_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.policies import make_policy
-from asl_vllm.scoring.reference import (
-    kv_head_scores,
-    pool_scores,
-    select_tokens,
-    snapkv_select,
-    token_scores,
-    window_histogram,
-)
+from asl_vllm.scoring.dispatch import window_histogram
+from asl_vllm.scoring.reference import kv_head_scores, pool_scores, select_tokens, snapkv_select, token_scores
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class PrunedForward:
                     rows = torch.cat([live.rows for live in lives])
                     layer_positions = positions[rows]
                     slots = full_slots[torch.cat([live.slot_rows for live in lives])]
-                    metadata = self._build_metadata(tables, views, slots, layer_positions)
+                    metadata = self.build_metadata(build_common_metadata(tables, views, slots, layer_positions))
                 name = self.stack.layer_name(layer_index)
                 context.attn_metadata[name] = metadata
                 context.slot_mapping[name] = slots
@@ -142,15 +136,6 @@ class PrunedForward:
         full[torch.cat([live.rows for live in lives])] = out
         return full, [live.decision for live in pruning]
 
-    def _build_metadata(
-        self,
-        tables: StepTables,
-        views: Sequence[RequestView],
-        slots: torch.Tensor,
-        layer_positions: torch.Tensor,
-    ) -> Any:
-        return self.build_metadata(build_common_metadata(tables, views, slots, layer_positions))
-
     def _after_layer(
         self,
         layer_index: int,
@@ -160,14 +145,12 @@ class PrunedForward:
         full_slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         query, key, value = self.capture.take(layer_index)
-        stack = self.stack
-        last_layer = layer_index == stack.num_layers - 1
+        last_layer = layer_index == self.stack.num_layers - 1
         selections: dict[int, torch.Tensor] = {}
         start = 0
         for index, live in enumerate(lives):
             count = len(live.rows)
-            decision = live.decision
-            if decision is not None:
+            if live.decision is not None:
                 selected = self._score_request(
                     layer_index, live, start, count, query, key, value, full_slots, last_layer
                 )

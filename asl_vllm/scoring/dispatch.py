@@ -13,7 +13,7 @@ from types import ModuleType
 
 import torch
 
-from asl_vllm.scoring import paged
+from asl_vllm.scoring import paged, reference
 from asl_vllm.scoring.paged import Lengths, batch_ranks, past_lengths
 
 __all__ = [
@@ -60,8 +60,11 @@ def window_histogram(q_win: torch.Tensor, keys: torch.Tensor, scale: float) -> t
     """Dense `reference.window_histogram` (q_win[w, H, d], keys[N, G, d] -> [H, N - w]) on either path.
 
     Dense keys are a paged cache of one block of N slots, so CUDA tensors take
-    the paged kernel with a one-entry block table.
+    the paged kernel with a one-entry block table; elsewhere the reference runs
+    on the keys as they are (no gather through a table).
     """
+    if _module(keys, "window_scores") is paged:
+        return reference.window_histogram(q_win, keys, scale)
     num_tokens = keys.shape[0]
     table = torch.zeros(1, 1, dtype=torch.int32, device=keys.device)
     seq_lens = torch.tensor([num_tokens], dtype=torch.int32, device=keys.device)
