@@ -68,8 +68,7 @@ def prefill_prune_config(
 ) -> PrunerConfig | None:
     """The config a prefill of `num_tokens` is pruned with, or None when it is not pruned.
 
-    Called by both the scheduler (to free blocks) and the worker (to prune), so
-    the two always agree. Invalid per-request settings are rejected by the
+    Called by the worker when a prefill starts. Invalid per-request settings are rejected by the
     frontend before they reach here; if one does, the request is not pruned.
     """
     if not server.enabled or sampling_params is None:

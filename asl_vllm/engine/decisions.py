@@ -18,6 +18,8 @@ class PruneDecision:
     layer_offsets: list[int] = field(default_factory=list)
     block_size: int = 0
     scoring_seconds: float = 0.0
+    # Set by the scheduler once it returned the request's head blocks to the pool.
+    freed_blocks: int | None = None
 
     @property
     def pruned(self) -> bool:
@@ -35,6 +37,7 @@ class PruneDecision:
             "selected_tokens": self.selected_tokens,
             "layer_offsets": list(self.layer_offsets),
             "scoring_seconds": self.scoring_seconds,
+            "freed_blocks": self.freed_blocks,
         }
 
     def log(self) -> None:

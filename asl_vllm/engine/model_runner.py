@@ -1,8 +1,11 @@
 """Model runner mixin: runs the pruned layer loop when a step needs it, else vLLM's forward.
 
 Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
-build) and overrides only `load_model`, `_update_states`, `execute_model` and
-`_model_forward`.
+build) and overrides only `load_model`, `_update_states`, `execute_model`,
+`_model_forward` and `sample_tokens`. The decisions of a step travel to the
+scheduler on that step's `ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the
+worker and the scheduler share the engine-core process (tensor and pipeline
+parallelism are refused), so the object arrives as it was built.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from asl_vllm.engine.pruned_forward import PrunedForward, RequestStep
 from asl_vllm.request_config import prefill_prune_config
 
 DECISIONS_KEPT = 1024
+# ModelRunnerOutput attribute carrying the step's `PruneDecision`s to the scheduler.
+DECISIONS_ATTR = "kv_pruner_decisions"
 
 
 class PruningRunnerMixin:
@@ -36,6 +41,7 @@ class PruningRunnerMixin:
         # Bounded: a server that never asks for them must not accumulate them.
         self.pruner_decisions: deque[PruneDecision] = deque(maxlen=DECISIONS_KEPT)
         self._pruner_in_step = False
+        self._step_decisions: list[PruneDecision] = []
 
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
@@ -95,7 +101,15 @@ class PruningRunnerMixin:
             if decision.pruned:
                 self.pruned_requests[decision.req_id] = decision
             self.pruner_decisions.append(decision)
+            self._step_decisions.append(decision)
         return hidden
+
+    def sample_tokens(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().sample_tokens(*args, **kwargs)
+        decisions, self._step_decisions = self._step_decisions, []
+        if decisions:
+            setattr(output, DECISIONS_ATTR, decisions)
+        return output
 
     def _plan_steps(self) -> list[RequestStep] | None:
         """This step's requests; None when none is pruned or pruning (vLLM's own forward runs)."""
