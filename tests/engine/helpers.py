@@ -1,4 +1,4 @@
-"""Reading a running in-process engine: its scheduler, block pool and pruner decisions."""
+"""Engine test helpers: prompts and request loops over the benchmarks' engine readers."""
 
 from __future__ import annotations
 
@@ -7,69 +7,31 @@ from typing import Any
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
-HAYSTACK_SENTENCES = (
-    "The grass is green.",
-    "The sky is blue.",
-    "The sun is yellow.",
-    "Here we go.",
-    "There and back again.",
+from benchmarks.chat_prompt import needle_prompt
+from benchmarks.engine_probe import (  # noqa: F401  (re-exported for the engine tests)
+    block_size,
+    blocks_held,
+    decisions,
+    external_id,
+    free_blocks,
+    internal_id,
+    scheduler,
 )
-
-
-def scheduler(llm: LLM) -> Any:
-    return llm.llm_engine.engine_core.engine_core.scheduler
-
-
-def free_blocks(llm: LLM) -> int:
-    return scheduler(llm).kv_cache_manager.block_pool.get_num_free_blocks()
-
-
-def block_size(llm: LLM) -> int:
-    return scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0].block_size
-
-
-def external_id(internal_id: str) -> str:
-    """vLLM appends "-<random suffix>" to the id a caller gives `add_request`."""
-    return internal_id.rsplit("-", 1)[0]
-
-
-def internal_id(llm: LLM, req_id: str) -> str:
-    return next(key for key in scheduler(llm).requests if external_id(key) == req_id)
-
-
-def blocks_held(llm: LLM, req_id: str) -> int:
-    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
-    blocks = manager.req_to_blocks.get(internal_id(llm, req_id), [])
-    return sum(1 for block in blocks if not block.is_null)
-
-
-def decisions(llm: LLM) -> dict[str, dict[str, Any]]:
-    """Worker-side decisions since the last call, by the caller's request id."""
-    (made,) = llm.collective_rpc("take_pruner_decisions")
-    return {external_id(decision["req_id"]): decision for decision in made}
+from benchmarks.text_sources import haystack_text
 
 
 def haystack_tokens(
     llm: LLM, num_tokens: int, needle: str | None = None, depth: float = 0.5, salt: str = ""
 ) -> list[int]:
-    """A chat prompt of exactly `num_tokens` tokens: filler text, an optional needle, a question.
+    """A chat prompt of exactly `num_tokens` tokens: noise sentences, an optional needle, a question.
 
     A `salt` starts the text with its own words, so the prompt shares no cached prefix block.
     """
-    tokenizer = llm.get_tokenizer()
-    filler = salt + " ".join(HAYSTACK_SENTENCES[i % len(HAYSTACK_SENTENCES)] for i in range(num_tokens))
-    filler_ids = tokenizer.encode(filler, add_special_tokens=False)
     question = "What is the special magic number mentioned in the text above?" if needle else "Summarize."
-    head = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "\x00"}], tokenize=False, add_generation_prompt=True
-    ).split("\x00")
-    prefix = tokenizer.encode(head[0], add_special_tokens=False)
-    suffix = tokenizer.encode(" " + question + head[1] + "The special magic number is", add_special_tokens=False)
-    needle_ids = tokenizer.encode(" " + needle + " ", add_special_tokens=False) if needle else []
-    body = num_tokens - len(prefix) - len(suffix) - len(needle_ids)
-    assert body > 0, "prompt too short for its frame"
-    cut = int(body * depth)
-    return prefix + filler_ids[:cut] + needle_ids + filler_ids[cut:body] + suffix
+    filler = salt + haystack_text("noise", num_tokens)
+    return needle_prompt(
+        llm.get_tokenizer(), num_tokens, filler, needle, depth, question, "The special magic number is"
+    )
 
 
 def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> SamplingParams:

@@ -1,0 +1,38 @@
+"""Reading a running in-process engine: its scheduler, block pool and pruner decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def scheduler(llm: Any) -> Any:
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+def free_blocks(llm: Any) -> int:
+    return scheduler(llm).kv_cache_manager.block_pool.get_num_free_blocks()
+
+
+def block_size(llm: Any) -> int:
+    return scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0].block_size
+
+
+def external_id(internal_id: str) -> str:
+    """vLLM appends "-<random suffix>" to the id a caller gives `add_request`."""
+    return internal_id.rsplit("-", 1)[0]
+
+
+def internal_id(llm: Any, req_id: str) -> str:
+    return next(key for key in scheduler(llm).requests if external_id(key) == req_id)
+
+
+def blocks_held(llm: Any, req_id: str) -> int:
+    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
+    blocks = manager.req_to_blocks.get(internal_id(llm, req_id), [])
+    return sum(1 for block in blocks if not block.is_null)
+
+
+def decisions(llm: Any) -> dict[str, dict[str, Any]]:
+    """Worker-side decisions since the last call, by the caller's request id."""
+    (made,) = llm.collective_rpc("take_pruner_decisions")
+    return {external_id(decision["req_id"]): decision for decision in made}
