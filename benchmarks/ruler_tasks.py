@@ -237,4 +237,4 @@ def fit(task: Task, tokenizer: Any, num_tokens: int, seed: int, index: int = 0) 
 
 def _minimum_size(task: Task) -> int:
     """The smallest size a task's generator accepts (room for its needles, chain or answer words)."""
-    return {"niah": 8, "vt": 8, "cwe": 16, "fwe": 64}[task.kind]
+    return {"niah": 4, "vt": 5, "cwe": 12, "fwe": 64}[task.kind]

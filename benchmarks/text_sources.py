@@ -49,19 +49,19 @@ def haystack_text(kind: str, num_words: int) -> str:
     return " ".join((unit * repeats)[:num_words])
 
 
-@functools.lru_cache(maxsize=1)
-def key_words() -> tuple[str, ...]:
-    """RULER's key words: every adjective-noun pair of wonderwords' lists, sorted."""
-    assets = resources.files("wonderwords") / "assets"
-    nouns = (assets / "nounlist.txt").read_text().split()
-    adjectives = (assets / "adjectivelist.txt").read_text().split()
-    return tuple(sorted({f"{adjective}-{noun}" for adjective in adjectives for noun in nouns}))
+@functools.lru_cache(maxsize=2)
+def _word_list(name: str) -> tuple[str, ...]:
+    return tuple(sorted(set((resources.files("wonderwords") / "assets" / name).read_text().split())))
 
 
-@functools.lru_cache(maxsize=1)
 def nouns() -> tuple[str, ...]:
-    """Single nouns (the common-words task draws from them)."""
-    return tuple(sorted(set((resources.files("wonderwords") / "assets" / "nounlist.txt").read_text().split())))
+    """wonderwords' nouns (the common-words task draws from them)."""
+    return _word_list("nounlist.txt")
+
+
+def random_key_word(rng: random.Random) -> str:
+    """RULER's key word: a uniform draw from every adjective-noun pair of wonderwords' lists."""
+    return f"{rng.choice(_word_list('adjectivelist.txt'))}-{rng.choice(nouns())}"
 
 
 def random_value(kind: str, rng: random.Random) -> str:
@@ -69,7 +69,7 @@ def random_value(kind: str, rng: random.Random) -> str:
     if kind == "number":
         return str(rng.randint(10**6, 10**7 - 1))
     if kind == "word":
-        return rng.choice(key_words())
+        return random_key_word(rng)
     if kind == "uuid":
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
     raise ValueError(f"unknown needle kind {kind!r} (known: {', '.join(NEEDLE_KINDS)})")

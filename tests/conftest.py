@@ -24,6 +24,14 @@ def model_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(model_path):
+    """The embedded model's tokenizer (no engine): prompt lengths are counted in its tokens."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+@pytest.fixture(scope="session")
 def engines(model_path):
     """`engines(**engine_kwargs)` -> one shared `vllm.LLM` per distinct setting."""
     from vllm import LLM
