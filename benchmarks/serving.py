@@ -337,3 +337,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             for key in keys
         ]
     grouped_bars(path, "TTFT as a ratio to none (tokens x clients)", keys, series, "TTFT / TTFT(none)")
+
+
+if __name__ == "__main__":
+    main()
