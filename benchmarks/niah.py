@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ]
                 panels.append(Heatmap(f"{haystack} haystack, {NEEDLE_NAMES[needle]} needle", args.lengths, args.depths, grid))
         mean = sum(cell["score"] for cell in cells.values()) / len(cells)
-        plot = heatmaps(args.out / f"niah_{pruner}.png", f"{pruner} (budget {args.budget or 'none'}): mean {mean:.0f}%", panels)
+        kv = "full KV" if pruner == "none" else f"budget {args.budget or 'none'}"
+        plot = heatmaps(args.out / f"niah_{pruner}.png", f"{pruner} ({kv}): mean {mean:.0f}%", panels)
         results[pruner] = {"available": True, "mean_score": mean, "cells": cells, "plot": plot.name}
     path = write_results(args.out, "niah", settings_of(args), results, began)
     print(table(results, args.haystacks, args.needles))

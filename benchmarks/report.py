@@ -39,18 +39,18 @@ def render(documents: dict[str, dict[str, Any]], readme_dir: Path) -> str:
     """Markdown for the results section from the benchmarks' JSON documents."""
     first = next(iter(documents.values()))
     lines = [
-        "## Benchmark results",
+        "### Results",
         "",
         f"Produced by `python -m benchmarks.report` on {one_line(first['machine'])}, model "
-        f"{first['settings'].get('model') or 'SmolLM2-135M-Instruct (embedded)'}. Small defaults; "
-        "each benchmark's `--help` gives the flags for the full size.",
+        f"{first['settings'].get('model') or 'SmolLM2-135M-Instruct (embedded)'}; "
+        "each benchmark's settings are given with its table, and its `--help` gives the flags for the full size.",
     ]
     for name, document in documents.items():
         settings, results = document["settings"], document["results"]
         folder = Path(settings["out"])
         link = Path(os.path.relpath(folder.resolve(), readme_dir)).as_posix()
         budget = settings.get("budget") or "none"
-        lines += ["", f"### {TITLES[name]}", "", f"Budget {budget}, select-k {settings.get('select_k')}; "
+        lines += ["", f"#### {TITLES[name]}", "", f"Budget {budget}, select-k {settings.get('select_k')}; "
                   f"{document['wall_seconds']:.0f} s. `python -m benchmarks.{name}`", ""]
         if name == "niah":
             lines.append(niah.table(results, settings["haystacks"], settings["needles"]))

@@ -76,7 +76,9 @@ def start(model: str, flags: list[str], log_path: Path, max_model_len: int, time
     port = free_port()
     command = [
         *vllm_command(), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", SERVED_NAME, "--max-model-len", str(max_model_len), *flags,
+        "--served-model-name", SERVED_NAME, "--max-model-len", str(max_model_len),
+        # Pruned servers run eagerly; `none` too, so the ratios compare one execution mode.
+        "--enforce-eager", *flags,
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     log_path.parent.mkdir(parents=True, exist_ok=True)

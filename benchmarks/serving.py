@@ -9,7 +9,8 @@ their requests at once (--waves times): TTFT (time to the first streamed token),
   (`--num-gpu-blocks-override`, sized to hold --pool-requests full-KV requests); the most
   requests vLLM's /metrics shows running before its first preemption.
 Every number is also given as a ratio to `none` (unmodified vLLM) measured in the same
-run. `none` runs on a server without --kv-pruner; asl, fastkv and snapkv share one
+run. Every server runs eagerly (`--enforce-eager`, as the pruners need). `none` runs on
+a server without --kv-pruner; asl, fastkv and snapkv share one
 server with `--kv-pruner asl --kv-budget B` and pick their pruner per request
 (`vllm_xargs`); gemfilter and asl-2pass get their own server, and a server that refuses
 its flags is recorded as not available. Writes serving.json, serving.png and the
