@@ -1,7 +1,9 @@
 """Per-request pruner settings from OpenAI `vllm_xargs` (`SamplingParams.extra_args`).
 
 The server's config is the default and the ceiling: a request may switch its
-pruner (or turn pruning off), tighten tau and select-k, and lower the budget.
+pruner (or turn pruning off), tighten tau and select-k, lower the budget and
+switch ASL's two-pass re-run on or off. A request that switches to another
+pruner gets that pruner's default fixed layer, and no two-pass unless it asks.
 Errors name the request field, so the frontend can answer HTTP 400 with it.
 """
 
@@ -18,6 +20,7 @@ REQUEST_KEYS = {
     "kv_budget": "kv_budget",
     "asl_tau": "tau",
     "asl_select_k": "select_k",
+    "asl_two_pass": "two_pass",
 }
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
@@ -50,8 +53,10 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
         raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
-    if pruner not in FIXED_LAYER_PRUNERS:
+    if pruner != server.pruner or pruner not in FIXED_LAYER_PRUNERS:
         merged["fixed_layer"] = None
+    if pruner != "asl" and "two_pass" not in changes:
+        merged["two_pass"] = False
     try:
         config = PrunerConfig(**merged).validate()
     except PrunerConfigError as error:
