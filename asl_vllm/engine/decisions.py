@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from asl_vllm.log import logger
 
 
@@ -17,6 +19,8 @@ class PruneDecision:
     # Selection layer (GemFilter's filter layer).
     selection_layer: int | None = None
     selected_tokens: int | None = None
+    # Prompt indices of the selected tokens (ascending), when the selection pruned any.
+    selected_indices: torch.Tensor | None = None
     # Per layer: first kept slot D (0 = full KV). Decode attention reads [D, seq_len).
     layer_offsets: list[int] = field(default_factory=list)
     block_size: int = 0
@@ -46,6 +50,7 @@ class PruneDecision:
             "num_prompt_tokens": self.num_prompt_tokens,
             "selection_layer": self.selection_layer,
             "selected_tokens": self.selected_tokens,
+            "selected_indices": None if self.selected_indices is None else self.selected_indices.tolist(),
             "layer_offsets": list(self.layer_offsets),
             "position_offset": self.position_offset,
             "scoring_seconds": self.scoring_seconds,

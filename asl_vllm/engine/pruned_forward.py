@@ -289,7 +289,8 @@ class PrunedForward:
             # A single pass has nothing left to propagate to after the last layer; a re-run still shrinks the KV.
             if live.select_keep < count and (live.policy.two_pass or not last_layer):
                 ranked = live.policy.token_scores(scores)
-                selected = select_tokens(ranked, count, live.select_keep, config.window)
+                selected = select_tokens(ranked, count, live.select_keep, config.window).cpu()
+                decision.selected_indices = selected
 
         decision.layer_offsets[layer_index] = live.kv_offset
         if wants_budget:
