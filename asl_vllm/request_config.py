@@ -44,6 +44,8 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     changes = {REQUEST_KEYS[key]: value for key, value in (extra_args or {}).items() if key in REQUEST_KEYS}
     if not changes:
         return server
+    if "two_pass" in changes:
+        changes["two_pass"] = _request_bool("asl_two_pass", changes["two_pass"])
     if not server.enabled:
         key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, "needs a server started with --kv-pruner")
@@ -66,6 +68,13 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     if server.kv_budget is not None and config.kv_budget > server.kv_budget:
         raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
     return config
+
+
+def _request_bool(key: str, value: Any) -> bool:
+    """true/false; the OpenAI server's `vllm_xargs` schema delivers JSON true/false as 1/0."""
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise PrunerConfigError(key, f"must be true or false, got {value!r}")
 
 
 def prefill_prune_config(

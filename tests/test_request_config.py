@@ -28,6 +28,8 @@ def test_overrides_apply():
     gemfilter = request_config(SERVER, {"kv_pruner": "gemfilter"}).resolve(30)
     assert gemfilter.pruner == "gemfilter" and gemfilter.fixed_layer == 12
     assert request_config(SERVER, {"asl_two_pass": True}).two_pass
+    assert request_config(SERVER, {"asl_two_pass": 1}).two_pass is True  # JSON true through the OpenAI schema
+    assert request_config(SERVER, {"asl_two_pass": 0}).two_pass is False
 
 
 def test_switching_pruner_takes_that_pruners_defaults():
@@ -55,7 +57,8 @@ def test_switching_pruner_takes_that_pruners_defaults():
         ({"asl_select_k": 16}, "asl_select_k"),
         ({"asl_select_k": 10**12, "kv_budget": 10**12}, "kv_budget"),
         ({"asl_two_pass": "yes"}, "asl_two_pass"),
-        ({"asl_two_pass": 1}, "asl_two_pass"),
+        ({"asl_two_pass": 2}, "asl_two_pass"),
+        ({"asl_two_pass": 1.0}, "asl_two_pass"),
         ({"asl_two_pass": None}, "asl_two_pass"),
         ({"kv_pruner": "fastkv", "asl_two_pass": True}, "asl_two_pass"),
         ({"kv_pruner": "gemfilter", "kv_budget": 2048, "asl_select_k": 1024}, "kv_budget"),
