@@ -45,9 +45,12 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--kv-pruner",
         choices=PRUNERS,
         default=defaults.pruner,
-        help="Pruning method. none (default): vLLM unchanged. asl: adaptive selection "
-        "layer; fastkv: selection at --fixed-layer; gemfilter (not available yet): filter layer then re-run; "
-        "snapkv: per-layer budget, no propagation.",
+        help="Pruning method. none (default): vLLM unchanged. asl: adaptive selection layer, the selected "
+        "--asl-select-k tokens go on through the deeper layers (saves their compute). fastkv: the same at "
+        "--fixed-layer. gemfilter: score by the last query at filter layer --fixed-layer, stop there, re-run the "
+        "whole model on the selected --asl-select-k tokens with fresh positions; every layer keeps only those "
+        "tokens and the rest of the prompt's KV blocks return to the pool. snapkv: no selection, every layer "
+        "keeps --kv-budget tokens per KV head.",
     )
     for option, minimum, default, text in (
         (
@@ -77,7 +80,7 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             "--fixed-layer",
             0,
             None,
-            "Selection/filter layer of fastkv and gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
+            "Selection layer of fastkv, filter layer of gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
         ),
     ):
         group.add_argument(option, type=_int_at_least(minimum), default=default, help=text)
@@ -91,7 +94,9 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--asl-two-pass",
         action="store_true",
         default=defaults.two_pass,
-        help="asl only: re-run the model on the selected tokens, GemFilter style (not available yet).",
+        help="asl only: stop at the adaptive selection layer and re-run the whole model on the selected "
+        "--asl-select-k tokens with fresh positions (GemFilter style); every layer keeps only those tokens and "
+        "the rest of the prompt's KV blocks return to the pool. If no layer passes --asl-tau, nothing is pruned.",
     )
     return parser
 

@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 PrunerName = Literal["none", "asl", "fastkv", "gemfilter", "snapkv"]
 PRUNERS: tuple[str, ...] = ("none", "asl", "fastkv", "gemfilter", "snapkv")
-# Accepted by the CLI so the flag's choices stay stable, refused until the engine runs them.
-NOT_YET_AVAILABLE: tuple[str, ...] = ("gemfilter",)
 ADDITIONAL_CONFIG_KEY = "kv_pruner"
 
 # Reference depths of the paper (32-layer Llama-3.1-8B); scaled to other depths.
@@ -101,12 +99,10 @@ class PrunerConfig:
                 raise PrunerConfigError(flag("fixed_layer"), "applies only to --kv-pruner fastkv or gemfilter")
         if self.pruner == "snapkv" and self.kv_budget is None:
             raise PrunerConfigError(flag("kv_budget"), "--kv-pruner snapkv needs a budget")
+        if not isinstance(self.two_pass, bool):
+            raise PrunerConfigError(flag("two_pass"), f"must be true or false, got {self.two_pass!r}")
         if self.two_pass and self.pruner != "asl":
             raise PrunerConfigError(flag("two_pass"), "applies only to --kv-pruner asl")
-        if self.pruner in NOT_YET_AVAILABLE:
-            raise PrunerConfigError(flag("pruner"), f"{self.pruner} is not available in this version yet")
-        if self.two_pass:
-            raise PrunerConfigError(flag("two_pass"), "the two-pass re-run is not available in this version yet")
         if not self.enabled:
             changed = [
                 f.name for f in dataclasses.fields(self) if f.name != "pruner" and getattr(self, f.name) != f.default

@@ -1,7 +1,9 @@
 """Per-request pruner settings from OpenAI `vllm_xargs` (`SamplingParams.extra_args`).
 
 The server's config is the default and the ceiling: a request may switch its
-pruner (or turn pruning off), tighten tau and select-k, and lower the budget.
+pruner (or turn pruning off), tighten tau and select-k, lower the budget and
+switch ASL's two-pass re-run on or off. A request that switches to another
+pruner gets that pruner's default fixed layer, and no two-pass unless it asks.
 Errors name the request field, so the frontend can answer HTTP 400 with it.
 """
 
@@ -18,6 +20,7 @@ REQUEST_KEYS = {
     "kv_budget": "kv_budget",
     "asl_tau": "tau",
     "asl_select_k": "select_k",
+    "asl_two_pass": "two_pass",
 }
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
@@ -41,6 +44,8 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     changes = {REQUEST_KEYS[key]: value for key, value in (extra_args or {}).items() if key in REQUEST_KEYS}
     if not changes:
         return server
+    if "two_pass" in changes:
+        changes["two_pass"] = _request_bool("asl_two_pass", changes["two_pass"])
     if not server.enabled:
         key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, "needs a server started with --kv-pruner")
@@ -50,8 +55,10 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
         raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
-    if pruner not in FIXED_LAYER_PRUNERS:
+    if pruner != server.pruner or pruner not in FIXED_LAYER_PRUNERS:
         merged["fixed_layer"] = None
+    if pruner != "asl" and "two_pass" not in changes:
+        merged["two_pass"] = False
     try:
         config = PrunerConfig(**merged).validate()
     except PrunerConfigError as error:
@@ -61,6 +68,13 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     if server.kv_budget is not None and config.kv_budget > server.kv_budget:
         raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
     return config
+
+
+def _request_bool(key: str, value: Any) -> bool:
+    """true/false; the OpenAI server's `vllm_xargs` schema delivers JSON true/false as 1/0."""
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise PrunerConfigError(key, f"must be true or false, got {value!r}")
 
 
 def prefill_prune_config(

@@ -25,8 +25,11 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
         ({"pruner": "asl", "fixed_layer": 3}, "--fixed-layer"),
         ({"pruner": "snapkv"}, "--kv-budget"),
         ({"pruner": "fastkv", "two_pass": True}, "--asl-two-pass"),
-        ({"pruner": "asl", "two_pass": True}, "--asl-two-pass"),
-        ({"pruner": "gemfilter"}, "--kv-pruner"),
+        ({"pruner": "gemfilter", "two_pass": True}, "--asl-two-pass"),
+        ({"pruner": "asl", "two_pass": 1}, "--asl-two-pass"),
+        ({"pruner": "asl", "two_pass": "yes"}, "--asl-two-pass"),
+        ({"pruner": "gemfilter", "kv_budget": 4096, "select_k": 2048}, "--kv-budget"),
+        ({"pruner": "gemfilter", "fixed_layer": -1}, "--fixed-layer"),
         ({"pruner": "none", "kv_budget": 1024}, "--kv-budget"),
         ({"pruner": "h2o"}, "--kv-pruner"),
     ],
@@ -49,6 +52,13 @@ def test_defaults_scale_with_depth():
     assert PrunerConfig(pruner="asl").resolve(32).min_layer == 10
     assert PrunerConfig(pruner="fastkv").resolve(30).fixed_layer == 14
     assert PrunerConfig(pruner="fastkv").resolve(32).fixed_layer == 15
+    assert PrunerConfig(pruner="gemfilter").resolve(30).fixed_layer == 12
+    assert PrunerConfig(pruner="gemfilter").resolve(32).fixed_layer == 13
+
+
+def test_peer_methods_are_available():
+    assert PrunerConfig.from_dict({"pruner": "gemfilter", "kv_budget": 1024}).pruner == "gemfilter"
+    assert PrunerConfig.from_dict({"pruner": "asl", "two_pass": True}).two_pass
 
 
 @pytest.mark.parametrize(
@@ -56,6 +66,7 @@ def test_defaults_scale_with_depth():
     [
         ({"pruner": "fastkv", "fixed_layer": 29}, "--fixed-layer"),
         ({"pruner": "fastkv", "fixed_layer": 40}, "--fixed-layer"),
+        ({"pruner": "gemfilter", "fixed_layer": 29}, "--fixed-layer"),
         ({"pruner": "asl", "min_layer": 28}, "--asl-min-layer"),
         ({"pruner": "asl", "min_layer": 3}, "--asl-min-layer"),
     ],

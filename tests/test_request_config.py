@@ -25,6 +25,21 @@ def test_overrides_apply():
     assert request_config(SERVER, {"kv_budget": 512}).kv_budget == 512
     fastkv = request_config(SERVER, {"kv_pruner": "fastkv"}).resolve(30)
     assert fastkv.pruner == "fastkv" and fastkv.fixed_layer == 14
+    gemfilter = request_config(SERVER, {"kv_pruner": "gemfilter"}).resolve(30)
+    assert gemfilter.pruner == "gemfilter" and gemfilter.fixed_layer == 12
+    assert request_config(SERVER, {"asl_two_pass": True}).two_pass
+    assert request_config(SERVER, {"asl_two_pass": 1}).two_pass is True  # JSON true through the OpenAI schema
+    assert request_config(SERVER, {"asl_two_pass": 0}).two_pass is False
+
+
+def test_switching_pruner_takes_that_pruners_defaults():
+    """A fixed layer and two-pass belong to the server's pruner; a request switching away does not inherit them."""
+    two_pass_server = PrunerConfig(pruner="asl", two_pass=True).resolve(30)
+    assert not request_config(two_pass_server, {"kv_pruner": "gemfilter"}).two_pass
+    assert not request_config(two_pass_server, {"asl_two_pass": False}).two_pass
+    fastkv_server = PrunerConfig(pruner="fastkv", fixed_layer=20).resolve(30)
+    assert request_config(fastkv_server, {"kv_pruner": "gemfilter"}).resolve(30).fixed_layer == 12
+    assert request_config(fastkv_server, {"asl_select_k": 1024}).fixed_layer == 20
 
 
 @pytest.mark.parametrize(
@@ -41,6 +56,12 @@ def test_overrides_apply():
         ({"asl_tau": "0.3"}, "asl_tau"),
         ({"asl_select_k": 16}, "asl_select_k"),
         ({"asl_select_k": 10**12, "kv_budget": 10**12}, "kv_budget"),
+        ({"asl_two_pass": "yes"}, "asl_two_pass"),
+        ({"asl_two_pass": 2}, "asl_two_pass"),
+        ({"asl_two_pass": 1.0}, "asl_two_pass"),
+        ({"asl_two_pass": None}, "asl_two_pass"),
+        ({"kv_pruner": "fastkv", "asl_two_pass": True}, "asl_two_pass"),
+        ({"kv_pruner": "gemfilter", "kv_budget": 2048, "asl_select_k": 1024}, "kv_budget"),
     ],
 )
 def test_bad_overrides_name_the_request_field(extra, field):
@@ -68,3 +89,5 @@ def test_validator_turns_bad_settings_into_value_errors():
     PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_pruner": "snapkv"}))
     with pytest.raises(ValueError, match=r"vllm_xargs\.kv_budget"):
         PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_budget": 4096}))
+    with pytest.raises(ValueError, match=r"vllm_xargs\.asl_two_pass: must be true or false"):
+        PrunerRequestValidator.validate_params(SamplingParams(extra_args={"asl_two_pass": "true"}))

@@ -33,6 +33,15 @@ class StepTables:
     block_size: int
     is_prefilling: torch.Tensor  # [num_reqs] bool
 
+    def select(self, requests: Sequence[int]) -> StepTables:
+        """The rows of the given requests (batch indices), for a layer that runs only them."""
+        if list(requests) == list(range(len(requests))):
+            return self
+        index = torch.tensor(requests, dtype=torch.long)
+        return StepTables(
+            self.block_table[index.to(self.block_table.device)], self.block_size, self.is_prefilling[index]
+        )
+
 
 def build_common_metadata(
     tables: StepTables,

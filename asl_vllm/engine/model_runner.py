@@ -124,13 +124,17 @@ class PruningRunnerMixin:
             seq_len = computed[index] + num_rows
             prune_config = None
             offsets = None
+            position_offset = 0
             if computed[index] == 0:
                 state = self.requests[req_id]
                 prune_config = prefill_prune_config(self.pruner_config, state.sampling_params, seq_len, num_layers)
             elif req_id in self.pruned_requests:
-                offsets = self.pruned_requests[req_id].layer_offsets
+                earlier = self.pruned_requests[req_id]
+                offsets, position_offset = earlier.layer_offsets, earlier.position_offset
             any_pruning |= prune_config is not None or offsets is not None
-            steps.append(RequestStep(req_id, starts[index], num_rows, seq_len, prune_config, offsets))
+            steps.append(
+                RequestStep(req_id, starts[index], num_rows, seq_len, prune_config, offsets, position_offset)
+            )
         return steps if any_pruning else None
 
     def take_pruner_decisions(self) -> list[PruneDecision]:

@@ -7,27 +7,38 @@ from typing import Protocol
 import torch
 
 from asl_vllm.config import PrunerConfig
+from asl_vllm.scoring.layer_scores import LayerScores
 
 
 class SelectionPolicy(Protocol):
-    """Decides, layer by layer during one prefill, whether this is the selection layer."""
+    """Decides, layer by layer during one prefill, whether this is the selection layer, and by what score.
+
+    `two_pass`: after selecting, the whole model re-runs from layer 0 on the selected tokens with
+    fresh positions (GemFilter) instead of propagating them through the deeper layers.
+    """
+
+    two_pass: bool
 
     def wants_scores(self, layer: int) -> bool:
-        """Whether `observe` needs this layer's pooled window scores."""
+        """Whether `observe` needs this layer's scores."""
 
-    def observe(self, layer: int, pooled: torch.Tensor) -> bool:
-        """Feed `pooled[H, N - w]`; True when `layer` is the selection layer."""
+    def observe(self, layer: int, scores: LayerScores) -> bool:
+        """Feed this layer's scores; True when `layer` is the selection layer."""
+
+    def token_scores(self, scores: LayerScores) -> torch.Tensor:
+        """[N - w]: what the past tokens are ranked by at the selection layer (top ones kept)."""
 
 
 def make_policy(config: PrunerConfig) -> SelectionPolicy:
     from asl_vllm.policies.adaptive import AdaptiveLayerPolicy
-    from asl_vllm.policies.fixed import FixedLayerPolicy, NoSelectionPolicy
+    from asl_vllm.policies.fixed import FixedLayerPolicy, GemFilterPolicy, NoSelectionPolicy
 
     if config.pruner == "asl":
         return AdaptiveLayerPolicy(config)
-    if config.pruner == "fastkv":
+    if config.pruner in ("fastkv", "gemfilter"):
         assert config.fixed_layer is not None, "config must be resolved against the model"
-        return FixedLayerPolicy(config.fixed_layer)
+        policy = FixedLayerPolicy if config.pruner == "fastkv" else GemFilterPolicy
+        return policy(config.fixed_layer)
     if config.pruner == "snapkv":
         return NoSelectionPolicy()
     raise ValueError(f"no selection policy for pruner {config.pruner!r}")

@@ -88,6 +88,8 @@ def test_pruner_none_matches_vllm_without_the_plugin(engines, model_path):
         ({"asl_tau": 0}, "asl_tau"),
         ({"asl_tau": float("nan")}, "asl_tau"),
         ({"asl_select_k": 8}, "asl_select_k"),
+        ({"asl_two_pass": "yes"}, "asl_two_pass"),
+        ({"kv_pruner": "gemfilter", "asl_two_pass": True}, "asl_two_pass"),
     ],
 )
 def test_bad_per_request_settings_get_400_and_the_server_keeps_serving(asl_server, xargs, field):
