@@ -23,6 +23,12 @@ REFERENCE_MIN_LAYER = 10
 REFERENCE_FIXED_LAYER = {"fastkv": 15, "gemfilter": 13}
 FIXED_LAYER_PRUNERS: tuple[str, ...] = tuple(REFERENCE_FIXED_LAYER)
 
+# Largest integer setting: token counts and layer indices reach torch and the Triton kernels,
+# which index with int32 (a larger value overflowed there and stopped the engine).
+MAX_INT_SETTING = 2**31 - 1
+# Widest pooling window: the kernels unroll it, and a window wider than a prompt only flattens scores.
+MAX_POOL_KERNEL = 1023
+
 # Decoder architectures whose layer loop the engine knows how to run on a subset.
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
@@ -68,7 +74,7 @@ class PrunerConfig:
         _check_int(self.window, "window", minimum=1)
         _check_int(self.select_k, "select_k", minimum=1)
         _check_int(self.obs_layers, "obs_layers", minimum=2)
-        _check_int(self.pool_kernel, "pool_kernel", minimum=1)
+        _check_int(self.pool_kernel, "pool_kernel", minimum=1, maximum=MAX_POOL_KERNEL)
         if self.pool_kernel % 2 == 0:
             raise PrunerConfigError(flag("pool_kernel"), f"must be odd, got {self.pool_kernel}")
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)):
@@ -122,6 +128,11 @@ class PrunerConfig:
                 f"model architecture {architectures} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             )
         last = num_layers - 1
+        if self.pruner == "asl" and self.min_layer is None and self.obs_layers > last - 1:
+            raise PrunerConfigError(
+                flag("obs_layers"),
+                f"{self.obs_layers} leaves no selection layer in a {num_layers}-layer model (valid: 2..{last - 1})",
+            )
         min_layer = self.min_layer
         if min_layer is None:
             min_layer = max(self.obs_layers - 1, _scaled(REFERENCE_MIN_LAYER, num_layers))
@@ -180,11 +191,13 @@ def _scaled(reference_layer: int, num_layers: int) -> int:
     return round(reference_layer * num_layers / REFERENCE_NUM_LAYERS)
 
 
-def _check_int(value: object, field: str, minimum: int) -> None:
+def _check_int(value: object, field: str, minimum: int, maximum: int = MAX_INT_SETTING) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PrunerConfigError(flag(field), f"must be an integer, got {value!r}")
     if value < minimum:
         raise PrunerConfigError(flag(field), f"must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise PrunerConfigError(flag(field), f"must be <= {maximum}, got {value}")
 
 
 def from_vllm_config(vllm_config: Any) -> PrunerConfig:

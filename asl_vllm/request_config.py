@@ -62,8 +62,10 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
     try:
         config = PrunerConfig(**merged).validate()
     except PrunerConfigError as error:
-        # A rule between two settings (e.g. window <= select-k) is blamed on the request's own field.
-        key = _FLAG_TO_KEY.get(error.flag) or _FIELD_TO_KEY[next(iter(changes))]
+        # A rule between two settings (e.g. window <= select-k) is blamed on a field the request set.
+        key = _FLAG_TO_KEY.get(error.flag)
+        if key is None or REQUEST_KEYS[key] not in changes:
+            key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, str(error).split(": ", 1)[-1]) from None
     if server.kv_budget is not None and config.kv_budget > server.kv_budget:
         raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")

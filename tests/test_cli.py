@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
 
 VLLM = str(Path(sys.executable).with_name("vllm"))
 
@@ -52,6 +55,7 @@ def test_serve_help_lists_the_pruner_flags():
         ),
         (["--kv-pruner", "asl", "--enable-prefix-caching"], "error: --enable-prefix-caching: cannot be used with"),
         (["--kv-budget", "512"], "error: --kv-budget: has no effect without --kv-pruner"),
+        (["--kv-pruner", "asl", "--asl-select-k", str(10**26)], "error: --asl-select-k: must be <= 2147483647"),
     ],
 )
 def test_bad_flags_stop_before_any_engine_starts(model_path, args, message):
@@ -61,3 +65,56 @@ def test_bad_flags_stop_before_any_engine_starts(model_path, args, message):
     assert len(error_lines) == 1, result.stderr[-2000:]
     assert message in error_lines[0]
     assert "Starting vLLM" not in result.stderr and "EngineCore" not in result.stderr
+
+
+def _serve_parse_error(model_path: str, args: list[str]) -> tuple[int, str]:
+    """Run `vllm serve`'s own parsing and validation in this process, up to the engine config.
+
+    Returns (exit code, stderr + exit message) of the SystemExit that a bad value must raise.
+    """
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(prog="vllm")
+    command = ServeSubcommand()
+    command.subparser_init(parser.add_subparsers(dest="subparser"))
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(stderr):
+        namespace = parser.parse_args(["serve", model_path, *args])
+        namespace.model = namespace.model_tag
+        command.validate(namespace)
+        AsyncEngineArgs.from_cli_args(namespace)
+    code = stop.value.code
+    # argparse prints its usage and error and exits 2; the pruner's checks exit with their message.
+    return (1, code) if isinstance(code, str) else (code, stderr.getvalue())
+
+
+BAD_INTEGERS = ["", " ", "abc", "nan", "inf", "1e400", "1.5", "1e3", "0x10", "None", "null", "[1]", "{}", "true", "-1"]
+BAD_NUMBERS = ["", "abc", "nan", "NaN", "inf", "1e400", "0", "-0", "-1", "1.0000001", "2", "None", "[0.3]", "{}"]
+HUGE = str(10**26)
+
+
+@pytest.mark.parametrize(
+    ("option", "values"),
+    [
+        ("--kv-budget", [*BAD_INTEGERS, "0", "31", HUGE]),
+        ("--asl-select-k", [*BAD_INTEGERS, "0", "31", HUGE]),
+        ("--asl-window", [*BAD_INTEGERS, "0", "4096", HUGE]),
+        ("--asl-kernel", [*BAD_INTEGERS, "0", "4", "1025", HUGE]),
+        ("--asl-min-layer", [*BAD_INTEGERS, "0", "6", "28", HUGE]),
+        ("--asl-obs-layers", [*BAD_INTEGERS, "0", "1", "29", HUGE]),
+        ("--fixed-layer", [*BAD_INTEGERS, "29", HUGE]),
+        ("--asl-tau", BAD_NUMBERS),
+        ("--kv-pruner", ["", " ", "h2o", "ASL", "nan", "0", "null", "{}", "gemfilter"]),
+    ],
+)
+def test_fuzzed_flag_values_stop_serve_with_one_line_naming_the_flag(model_path, option, values):
+    pruner = "fastkv" if option == "--fixed-layer" else "asl"
+    for value in values:
+        args = [option, value] if option == "--kv-pruner" else ["--kv-pruner", pruner, option, value]
+        code, text = _serve_parse_error(model_path, args)
+        error_lines = [line for line in text.splitlines() if "error" in line]
+        assert code != 0, (option, value)
+        assert len(error_lines) == 1, (option, value, text)
+        assert option in error_lines[0], (option, value, text)

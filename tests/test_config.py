@@ -89,3 +89,25 @@ def test_none_resolves_to_itself():
 def test_round_trip_through_a_dict():
     config = PrunerConfig(pruner="asl", kv_budget=1024, tau=0.25).resolve(30)
     assert PrunerConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"pruner": "asl", "select_k": 10**26}, "--asl-select-k"),
+        ({"pruner": "snapkv", "kv_budget": 2**31}, "--kv-budget"),
+        ({"pruner": "asl", "pool_kernel": 1025}, "--asl-kernel"),
+        ({"pruner": "asl", "min_layer": 2**63}, "--asl-min-layer"),
+    ],
+)
+def test_integers_beyond_what_the_kernels_index_are_refused(settings, flag):
+    with pytest.raises(PrunerConfigError, match="must be <=") as error:
+        PrunerConfig.from_dict(settings)
+    assert error.value.flag == flag
+
+
+def test_too_many_observed_layers_blame_obs_layers():
+    with pytest.raises(PrunerConfigError, match="leaves no selection layer") as error:
+        PrunerConfig.from_dict({"pruner": "asl", "obs_layers": 29}).resolve(30)
+    assert error.value.flag == "--asl-obs-layers"
+    assert PrunerConfig.from_dict({"pruner": "asl", "obs_layers": 28}).resolve(30).min_layer == 27

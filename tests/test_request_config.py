@@ -55,7 +55,9 @@ def test_switching_pruner_takes_that_pruners_defaults():
         ({"asl_tau": math.inf}, "asl_tau"),
         ({"asl_tau": "0.3"}, "asl_tau"),
         ({"asl_select_k": 16}, "asl_select_k"),
-        ({"asl_select_k": 10**12, "kv_budget": 10**12}, "kv_budget"),
+        ({"asl_select_k": 512}, "asl_select_k"),  # below the server's budget, which it did not set
+        ({"asl_select_k": 10**9, "kv_budget": 10**9}, "kv_budget"),
+        ({"asl_select_k": 2**63}, "asl_select_k"),
         ({"asl_two_pass": "yes"}, "asl_two_pass"),
         ({"asl_two_pass": 2}, "asl_two_pass"),
         ({"asl_two_pass": 1.0}, "asl_two_pass"),

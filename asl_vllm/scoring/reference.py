@@ -112,7 +112,8 @@ def rank_variance(ranks: torch.Tensor, top: int) -> float:
     """
     if ranks.dim() != 2 or ranks.shape[0] == 0:
         raise ValueError(f"ranks must be [L >= 1, M], got {tuple(ranks.shape)}")
-    selected = (ranks <= top).any(dim=0)
+    # Clamped to [0, M]: a `top` beyond int64 would overflow the comparison.
+    selected = (ranks <= min(max(top, 0), ranks.shape[1])).any(dim=0)
     if not bool(selected.any()):
         return 0.0
     sub = ranks[:, selected].double()

@@ -318,7 +318,7 @@ def test_selection_properties(num_tokens, window, keep, seed, ties):
 @given(
     layers=st.integers(1, 8),
     length=st.integers(0, 60),
-    top=st.integers(-1, 70),
+    top=st.one_of(st.integers(-1, 70), st.integers(-(2**70), 2**70)),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_rank_variance_properties(layers, length, top, seed):
@@ -330,6 +330,8 @@ def test_rank_variance_properties(layers, length, top, seed):
     # Identical layers never vary; the variance of a permutation is at most ((M - 1) / 2)^2.
     assert ref.rank_variance(ranks[:1].expand(layers, -1), top) == 0.0
     assert value <= ((length - 1) / 2) ** 2 + 1e-9 if length else value == 0.0
+    # Any top at or beyond M selects every token, however large (no int64 overflow).
+    assert ref.rank_variance(ranks, max(top, length)) == ref.rank_variance(ranks, length)
 
 
 @settings(max_examples=100, deadline=None)
@@ -346,3 +348,73 @@ def test_pool_properties(length, kernel, seed):
             float(sum(hist[:, i : i + kernel].sum() for i in range(length - kernel + 1))),
             rel_tol=1e-4,
         )
+
+
+# Any float a score tensor can hold, NaN and infinities included: selection must still be well formed.
+ANY_SCORE = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+def _assert_well_formed_selection(kept: torch.Tensor, num_tokens: int, keep: int, window: int) -> None:
+    kept_list = kept.tolist()
+    assert len(kept_list) == min(keep, num_tokens)
+    assert kept_list == sorted(set(kept_list))
+    assert all(0 <= index < num_tokens for index in kept_list)
+    assert set(range(num_tokens - min(window, num_tokens), num_tokens)) <= set(kept_list)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    num_tokens=st.integers(1, 120),
+    window=st.integers(1, 40),
+    keep=st.integers(1, 2**70),
+)
+def test_selection_of_arbitrary_scores_is_well_formed(data, num_tokens, window, keep):
+    keep = max(keep, min(window, num_tokens))
+    past = max(num_tokens - window, 0)
+    scores = torch.tensor(data.draw(st.lists(ANY_SCORE, min_size=past, max_size=past)), dtype=torch.float32)
+    _assert_well_formed_selection(ref.select_tokens(scores, num_tokens, keep, window), num_tokens, keep, window)
+    assert sorted(ref.descending_ranks(scores).tolist()) == list(range(1, past + 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    data=st.data(),
+    num_kv_heads=st.integers(1, 4),
+    num_tokens=st.integers(1, 80),
+    window=st.integers(1, 40),
+    keep=st.integers(1, 100),
+)
+def test_snapkv_selection_is_well_formed_per_head(data, num_kv_heads, num_tokens, window, keep):
+    keep = max(keep, min(window, num_tokens))
+    past = max(num_tokens - window, 0)
+    row = st.lists(ANY_SCORE, min_size=past, max_size=past)
+    rows = data.draw(st.lists(row, min_size=num_kv_heads, max_size=num_kv_heads))
+    scores = torch.tensor(rows, dtype=torch.float32).view(num_kv_heads, past)
+    per_head = ref.snapkv_select(scores, num_tokens, keep, window)
+    assert per_head.shape == (num_kv_heads, min(keep, num_tokens))
+    for head, kept in enumerate(per_head):
+        _assert_well_formed_selection(kept, num_tokens, keep, window)
+        assert kept.tolist() == ref.select_tokens(scores[head], num_tokens, keep, window).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    obs_layers=st.integers(1, 6),
+    extra_layers=st.integers(0, 6),
+    tau=st.floats(min_value=1e-6, max_value=10.0),
+    length=st.integers(1, 30),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_adaptive_rule_never_selects_min_layer_or_earlier(obs_layers, extra_layers, tau, length, seed):
+    min_layer = obs_layers - 1 + extra_layers
+    generator = torch.Generator().manual_seed(seed)
+    rule = ref.AdaptiveLayerRule(min_layer=min_layer, obs_layers=obs_layers, tau=tau, top=max(1, length // 3))
+    chosen = None
+    for layer in range(rule.first_observed_layer, min_layer + 10):
+        if rule.observe(layer, torch.randperm(length, generator=generator) + 1):
+            chosen = layer
+            break
+    assert chosen is None or chosen > min_layer
+    assert rule.selected_layer == chosen
+    assert all(value >= 0.0 for value in rule.variances.values())

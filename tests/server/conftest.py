@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_path: str, *args: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model_path: str, *args: str, log_path: Path, max_model_len: int = 8192
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
@@ -38,7 +42,7 @@ def start_server(model_path: str, *args: str, log_path: Path) -> tuple[subproces
             "--served-model-name",
             "smollm2",
             "--max-model-len",
-            "8192",
+            str(max_model_len),
             *args,
         ],
         stdout=log,
@@ -60,13 +64,22 @@ def start_server(model_path: str, *args: str, log_path: Path) -> tuple[subproces
     raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()[-3000:]}")
 
 
+@contextmanager
+def running_server(model_path: str, *args: str, log_path: Path, max_model_len: int = 8192) -> Iterator[str]:
+    """A `vllm serve` process for the block's duration; yields its base URL."""
+    process, url = start_server(model_path, *args, log_path=log_path, max_model_len=max_model_len)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def asl_server(model_path, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "vllm-serve.log"
-    process, url = start_server(model_path, "--kv-pruner", "asl", "--kv-budget", "1024", log_path=log_path)
-    yield url, log_path
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_server(model_path, "--kv-pruner", "asl", "--kv-budget", "1024", log_path=log_path) as url:
+        yield url, log_path
