@@ -1,10 +1,17 @@
-"""What the pruner did to one request: kept per request in the worker, logged once."""
+"""What the pruner did to one request: made by the worker, completed and logged once by the scheduler.
+
+Its `report()` travels to the API server on the request's `EngineCoreOutput.kv_transfer_params`
+under `REPORT_KEY`: the client reads it in the response and the server's metrics count it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from asl_vllm.log import logger
+
+# Key of the decision report in `kv_transfer_params` (engine output, RequestOutput, HTTP response).
+REPORT_KEY = "kv_pruner"
 
 
 @dataclass
@@ -25,8 +32,31 @@ class PruneDecision:
     def pruned(self) -> bool:
         return any(self.layer_offsets)
 
+    @property
+    def scored(self) -> bool:
+        """Whether the worker ran the pruner on this prompt (it sets one offset per layer)."""
+        return bool(self.layer_offsets)
+
     def kept_tokens(self, layer: int) -> int:
         return self.num_prompt_tokens - self.layer_offsets[layer]
+
+    def kept_tokens_mean(self) -> int:
+        """Prompt tokens whose KV a layer keeps, averaged over the layers (all of them if unscored)."""
+        if not self.layer_offsets:
+            return self.num_prompt_tokens
+        return round(self.num_prompt_tokens - sum(self.layer_offsets) / len(self.layer_offsets))
+
+    def report(self) -> dict[str, object]:
+        """What a client and the metrics see (JSON values only)."""
+        return {
+            "pruner": self.pruner,
+            "pruned": self.pruned,
+            "selection_layer": self.selection_layer,
+            "prompt_tokens": self.num_prompt_tokens,
+            "kept_tokens": self.kept_tokens_mean(),
+            "freed_blocks": self.freed_blocks or 0,
+            "scoring_seconds": round(self.scoring_seconds, 6) if self.scored else None,
+        }
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -41,16 +71,18 @@ class PruneDecision:
         }
 
     def log(self) -> None:
+        """The request's one INFO line, written once its blocks are freed."""
         kept = sorted({self.kept_tokens(layer) for layer in range(len(self.layer_offsets))})
         logger.info(
-            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s "
-            "selected_tokens=%s kept_tokens_per_layer=%s freeable_blocks=%d scoring_ms=%.1f",
+            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s selected_tokens=%s "
+            "kept_tokens=%d kept_tokens_per_layer=%s freed_blocks=%d scoring_ms=%.1f",
             self.req_id,
             self.pruner,
             self.num_prompt_tokens,
             "none" if self.selection_layer is None else self.selection_layer,
             self.selected_tokens,
+            self.kept_tokens_mean(),
             "/".join(map(str, kept)),
-            min(self.layer_offsets, default=0) // max(self.block_size, 1),
+            self.freed_blocks or 0,
             self.scoring_seconds * 1000,
         )
