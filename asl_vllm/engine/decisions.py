@@ -23,7 +23,6 @@ class PruneDecision:
     selected_tokens: int | None = None
     # Per layer: first kept slot D (0 = full KV). Decode attention reads [D, seq_len).
     layer_offsets: list[int] = field(default_factory=list)
-    block_size: int = 0
     scoring_seconds: float = 0.0
     # Set by the scheduler once it returned the request's head blocks to the pool.
     freed_blocks: int | None = None
@@ -80,7 +79,7 @@ class PruneDecision:
             self.pruner,
             self.num_prompt_tokens,
             "none" if self.selection_layer is None else self.selection_layer,
-            self.selected_tokens,
+            "none" if self.selected_tokens is None else self.selected_tokens,
             self.kept_tokens_mean(),
             "/".join(map(str, kept)),
             self.freed_blocks or 0,

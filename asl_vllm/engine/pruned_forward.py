@@ -70,7 +70,6 @@ class _Live:
                 pruner=config.pruner,
                 num_prompt_tokens=step.seq_len,
                 layer_offsets=[0] * stack.num_layers,
-                block_size=block_size,
             )
 
     def view(self, layer: int) -> RequestView:

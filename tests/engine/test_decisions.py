@@ -15,7 +15,6 @@ def test_report_of_a_pruned_request():
         selection_layer=17,
         selected_tokens=1100,
         layer_offsets=[1408] * 10 + [1280] * 20,
-        block_size=128,
         scoring_seconds=0.0123456789,
         freed_blocks=10,
     )

@@ -32,6 +32,7 @@ def test_preempted_pruned_requests_finish_complete(small_pool):
     assert preempted > 0, "the pool was meant to force a preemption"
     assert lengths == {f"pressure-{index}": 600 for index in range(3)}
     assert free_blocks(small_pool) == start_free
+    assert not scheduler(small_pool)._pruner_reports  # every decision report left with its request
 
 
 @pytest.mark.parametrize("steps_before_abort", [1, 4])
@@ -48,3 +49,4 @@ def test_abort_after_prefill_or_mid_decode_returns_every_block(small_pool, steps
     while engine.has_unfinished_requests():
         engine.step()
     assert free_blocks(small_pool) == start_free
+    assert not scheduler(small_pool)._pruner_reports
