@@ -52,6 +52,7 @@ setup(
     entry_points={
         "vllm.general_plugins": ["asl_vllm = asl_vllm.plugin:register"],
         "vllm.logits_processors": ["asl_vllm = asl_vllm.request_validation:PrunerRequestValidator"],
+        "vllm.stat_logger_plugins": ["asl_vllm = asl_vllm.metrics:PrunerPrometheusStatLogger"],
         "console_scripts": [
             "asl-vllm-model = asl_vllm.embedded_model:main",
             "asl-vllm-serve = asl_vllm.serve_embedded:main",

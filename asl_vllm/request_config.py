@@ -79,6 +79,14 @@ def _request_bool(key: str, value: Any) -> bool:
     raise PrunerConfigError(key, f"must be true or false, got {value!r}")
 
 
+def requested_pruner(server: PrunerConfig, sampling_params: Any) -> str:
+    """The pruner a request runs under (the server's unless it names a valid other one)."""
+    try:
+        return request_config(server, getattr(sampling_params, "extra_args", None)).pruner
+    except PrunerConfigError:
+        return server.pruner
+
+
 def prefill_prune_config(
     server: PrunerConfig, sampling_params: Any, num_tokens: int, num_layers: int
 ) -> PrunerConfig | None:

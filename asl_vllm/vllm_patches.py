@@ -10,6 +10,10 @@
   works.
 - `EngineArgs.create_engine_config`: switch on the engine settings a pruner
   needs and resolve the config against the model depth.
+- `IterationStats.update_from_output` (vllm/v1/metrics/stats.py): stat loggers get
+  no per-request engine output, so keep the decision reports of the step's new
+  requests (`kv_transfer_params["kv_pruner"]`) on the step's `IterationStats`
+  for `asl_vllm.metrics.PrunerPrometheusStatLogger`.
 Each wrapper is a no-op when no pruner is configured.
 """
 
@@ -22,6 +26,7 @@ from typing import Any
 
 from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
 from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.engine.decisions import REPORT_KEY
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
 from asl_vllm.log import logger
 from asl_vllm.request_config import set_server_config
@@ -42,6 +47,7 @@ def apply() -> None:
     _wrap_init(EngineArgs)
     _wrap_init(AsyncEngineArgs)
     _wrap_create_engine_config(EngineArgs)
+    _wrap_iteration_stats()
     setattr(EngineArgs, _PATCHED_MARK, True)
 
 
@@ -114,3 +120,21 @@ def _wrap_create_engine_config(cls: type) -> None:
         return vllm_config
 
     cls.create_engine_config = create_engine_config
+
+
+# IterationStats attribute: the reports of requests whose first output is in this step.
+ITERATION_REPORTS_ATTR = "kv_pruner_reports"
+
+
+def _wrap_iteration_stats() -> None:
+    from vllm.v1.metrics.stats import IterationStats
+
+    original = IterationStats.update_from_output
+
+    @functools.wraps(original)
+    def update_from_output(self, output, engine_core_timestamp, is_prefilling, *args, **kwargs):
+        original(self, output, engine_core_timestamp, is_prefilling, *args, **kwargs)
+        if is_prefilling and output.kv_transfer_params and REPORT_KEY in output.kv_transfer_params:
+            self.__dict__.setdefault(ITERATION_REPORTS_ATTR, []).append(output.kv_transfer_params[REPORT_KEY])
+
+    IterationStats.update_from_output = update_from_output

@@ -1,4 +1,8 @@
-"""What the pruner did to one request: kept per request in the worker, logged once."""
+"""What the pruner did to one request: made by the worker, completed and logged once by the scheduler.
+
+Its `report()` travels to the API server on the request's `EngineCoreOutput.kv_transfer_params`
+under `REPORT_KEY`: the client reads it in the response and the server's metrics count it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from dataclasses import dataclass, field
 import torch
 
 from asl_vllm.log import logger
+
+# Key of the decision report in `kv_transfer_params` (engine output, RequestOutput, HTTP response).
+REPORT_KEY = "kv_pruner"
 
 
 @dataclass
@@ -23,7 +30,6 @@ class PruneDecision:
     selected_indices: torch.Tensor | None = None
     # Per layer: first kept slot D (0 = full KV). Decode attention reads [D, seq_len).
     layer_offsets: list[int] = field(default_factory=list)
-    block_size: int = 0
     # Set by a re-run (two-pass): RoPE position = slot - position_offset, so kept and decoded
     # tokens are numbered contiguously from 0.
     position_offset: int = 0
@@ -39,8 +45,32 @@ class PruneDecision:
     def method(self) -> str:
         return f"{self.pruner}-two-pass" if self.two_pass else self.pruner
 
+    @property
+    def scored(self) -> bool:
+        """Whether the worker ran the pruner on this prompt (it sets one offset per layer)."""
+        return bool(self.layer_offsets)
+
     def kept_tokens(self, layer: int) -> int:
         return self.num_prompt_tokens - self.layer_offsets[layer]
+
+    def kept_tokens_mean(self) -> int:
+        """Prompt tokens whose KV a layer keeps, averaged over the layers (all of them if unscored)."""
+        if not self.layer_offsets:
+            return self.num_prompt_tokens
+        return round(self.num_prompt_tokens - sum(self.layer_offsets) / len(self.layer_offsets))
+
+    def report(self) -> dict[str, object]:
+        """What a client and the metrics see (JSON values only)."""
+        return {
+            "pruner": self.pruner,
+            "method": self.method,
+            "pruned": self.pruned,
+            "selection_layer": self.selection_layer,
+            "prompt_tokens": self.num_prompt_tokens,
+            "kept_tokens": self.kept_tokens_mean(),
+            "freed_blocks": self.freed_blocks or 0,
+            "scoring_seconds": round(self.scoring_seconds, 6) if self.scored else None,
+        }
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -58,17 +88,19 @@ class PruneDecision:
         }
 
     def log(self) -> None:
+        """The request's one INFO line, written once its blocks are freed."""
         kept = sorted({self.kept_tokens(layer) for layer in range(len(self.layer_offsets))})
         logger.info(
-            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s "
-            "selected_tokens=%s kept_tokens_per_layer=%s position_offset=%d freeable_blocks=%d scoring_ms=%.1f",
+            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s selected_tokens=%s "
+            "kept_tokens=%d kept_tokens_per_layer=%s position_offset=%d freed_blocks=%d scoring_ms=%.1f",
             self.req_id,
             self.method,
             self.num_prompt_tokens,
             "none" if self.selection_layer is None else self.selection_layer,
-            self.selected_tokens,
+            "none" if self.selected_tokens is None else self.selected_tokens,
+            self.kept_tokens_mean(),
             "/".join(map(str, kept)),
             self.position_offset,
-            min(self.layer_offsets, default=0) // max(self.block_size, 1),
+            self.freed_blocks or 0,
             self.scoring_seconds * 1000,
         )

@@ -97,7 +97,6 @@ class PruningRunnerMixin:
         )
         hidden, decisions = self.pruned_forward.run(steps, input_ids, positions, inputs_embeds, tables)
         for decision in decisions:
-            decision.log()
             if decision.pruned:
                 self.pruned_requests[decision.req_id] = decision
             self.pruner_decisions.append(decision)

@@ -88,7 +88,6 @@ class _Live:
                 num_prompt_tokens=step.seq_len,
                 two_pass=config.two_pass,
                 layer_offsets=[0] * stack.num_layers,
-                block_size=block_size,
             )
 
     def keep(self, local: torch.Tensor) -> None:

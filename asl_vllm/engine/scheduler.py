@@ -7,6 +7,11 @@ right after that step, D being the smallest offset among the group's layers,
 exactly as vLLM's sliding-window manager frees prefix blocks:
 `_remove_blocks_in_range` puts the null block in their place, so block lists
 keep their length and later allocation, preemption and freeing work unchanged.
+
+Each request's decision report (`PruneDecision.report`) rides on its first and
+its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
+per-request field vLLM 0.32 carries from the engine to the API server and into
+the OpenAI response (the last output is built in `_free_request`).
 """
 
 from __future__ import annotations
@@ -16,30 +21,60 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.config import from_vllm_config
-from asl_vllm.engine.decisions import PruneDecision
+from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.model_runner import DECISIONS_ATTR
-from asl_vllm.log import logger
+from asl_vllm.request_config import requested_pruner
 
 
 class PruningScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pruner_config = from_vllm_config(self.vllm_config)
+        # Report of each unfinished request, for its last output.
+        self._pruner_reports: dict[str, dict[str, object]] = {}
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
-        for decision in getattr(model_runner_output, DECISIONS_ATTR, None) or ():
+        step_decisions = getattr(model_runner_output, DECISIONS_ATTR, None) or ()
+        decisions = {decision.req_id: decision for decision in step_decisions}
+        for decision in decisions.values():
             request = self.requests.get(decision.req_id)
-            if request is None or request.is_finished():
-                continue
-            decision.freed_blocks = self._free_pruned_head(decision)
-            logger.info(
-                "kv-pruner request=%s freed_blocks=%d prompt_tokens=%d",
-                decision.req_id,
-                decision.freed_blocks,
-                decision.num_prompt_tokens,
-            )
+            if request is not None and not request.is_finished():
+                decision.freed_blocks = self._free_pruned_head(decision)
+                if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
+                    self._pruner_reports[decision.req_id] = decision.report()
+            decision.log()
+        if scheduler_output.scheduled_new_reqs:
+            self._report_new_requests(scheduler_output.scheduled_new_reqs, decisions, outputs)
         return outputs
+
+    def _report_new_requests(
+        self, new_requests: list[Any], decisions: dict[str, PruneDecision], outputs: dict[int, Any]
+    ) -> None:
+        """Put each new request's report on its first output and keep it for its last."""
+        first_outputs = {output.request_id: output for batch in outputs.values() for output in batch.outputs}
+        for new in new_requests:
+            if new.sampling_params is None:
+                continue
+            decision = decisions.get(new.req_id) or PruneDecision(
+                req_id=new.req_id,
+                pruner=requested_pruner(self.pruner_config, new.sampling_params),
+                num_prompt_tokens=len(new.prompt_token_ids or ()),
+            )
+            report = decision.report()
+            output = first_outputs.get(new.req_id)
+            if output is not None:
+                output.kv_transfer_params = {**(output.kv_transfer_params or {}), REPORT_KEY: report}
+            request = self.requests.get(new.req_id)
+            if request is not None and not request.is_finished():
+                self._pruner_reports[new.req_id] = report
+
+    def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        kv_transfer_params, ec_transfer_params = super()._free_request(request, *args, **kwargs)
+        report = self._pruner_reports.pop(request.request_id, None)
+        if report is not None:
+            kv_transfer_params = {**(kv_transfer_params or {}), REPORT_KEY: report}
+        return kv_transfer_params, ec_transfer_params
 
     def _free_pruned_head(self, decision: PruneDecision) -> int:
         """Free, per KV cache group, the head blocks none of its layers reads any more."""

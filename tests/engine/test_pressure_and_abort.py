@@ -41,6 +41,7 @@ def test_preempted_pruned_requests_finish_complete(small_pool):
     assert preempted > 0, "the pool was meant to force a preemption"
     assert lengths == {f"pressure-{index}": 600 for index in range(3)}
     assert free_blocks(small_pool) == start_free
+    assert not scheduler(small_pool)._pruner_reports  # every decision report left with its request
 
 
 @pytest.mark.parametrize("steps_before_abort", [1, 4])
@@ -57,6 +58,7 @@ def test_abort_after_prefill_or_mid_decode_returns_every_block(small_pool, steps
     while engine.has_unfinished_requests():
         engine.step()
     assert free_blocks(small_pool) == start_free
+    assert not scheduler(small_pool)._pruner_reports
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def test_preemption_of_pruned_and_unpruned_requests_keeps_greedy_short_outputs(t
         for internal, request in scheduler(tight_pool).requests.items():
             req_id = external_id(internal)
             preemptions[req_id] = max(preemptions.get(req_id, 0), request.num_preemptions)
-    pruned = {external_id(d["req_id"]) for d in decisions(tight_pool) if any(d["layer_offsets"])}
+    pruned = {req_id for req_id, made in decisions(tight_pool).items() if any(made["layer_offsets"])}
     assert "pruned" in pruned and not pruned & {"unpruned", *shorts}
     assert preemptions["pruned"] > 0, preemptions
     assert any(preemptions[req_id] > 0 for req_id in shorts), preemptions

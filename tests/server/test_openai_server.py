@@ -31,6 +31,10 @@ def test_chat_completion_through_http(asl_server):
     body = reply.json()
     assert "Paris" in body["choices"][0]["message"]["content"]
     assert body["usage"]["completion_tokens"] > 0
+    # The decision rides along; the prompt is shorter than the budget, so asl leaves it alone.
+    report = body["kv_transfer_params"]["kv_pruner"]
+    assert report["pruner"] == "asl" and report["pruned"] is False and report["scoring_seconds"] is None
+    assert report["kept_tokens"] == report["prompt_tokens"] == body["usage"]["prompt_tokens"]
 
 
 def test_long_prompt_is_pruned_and_answered(asl_server):

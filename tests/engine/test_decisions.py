@@ -1,0 +1,50 @@
+"""A decision's report: what the client and the metrics see of one request."""
+
+from __future__ import annotations
+
+import json
+
+from asl_vllm.engine.decisions import PruneDecision
+
+
+def test_report_of_a_pruned_request():
+    decision = PruneDecision(
+        req_id="r1",
+        pruner="asl",
+        num_prompt_tokens=2500,
+        selection_layer=17,
+        selected_tokens=1100,
+        layer_offsets=[1408] * 10 + [1280] * 20,
+        scoring_seconds=0.0123456789,
+        freed_blocks=10,
+    )
+    report = decision.report()
+    assert report == {
+        "pruner": "asl",
+        "pruned": True,
+        "selection_layer": 17,
+        "prompt_tokens": 2500,
+        "kept_tokens": round(2500 - (1408 * 10 + 1280 * 20) / 30),
+        "freed_blocks": 10,
+        "scoring_seconds": 0.012346,
+    }
+    assert json.loads(json.dumps(report)) == report
+
+
+def test_report_of_a_request_the_pruner_did_not_score():
+    report = PruneDecision(req_id="r2", pruner="none", num_prompt_tokens=40).report()
+    assert report == {
+        "pruner": "none",
+        "pruned": False,
+        "selection_layer": None,
+        "prompt_tokens": 40,
+        "kept_tokens": 40,
+        "freed_blocks": 0,
+        "scoring_seconds": None,
+    }
+
+
+def test_scored_but_unpruned_request_keeps_every_token():
+    decision = PruneDecision(req_id="r3", pruner="asl", num_prompt_tokens=900, layer_offsets=[0] * 30)
+    report = decision.report()
+    assert not report["pruned"] and report["kept_tokens"] == 900 and report["scoring_seconds"] == 0.0

@@ -1,0 +1,122 @@
+"""What an operator and a client see of the pruner's decisions on `vllm serve --kv-pruner asl`.
+
+The shared server prunes with asl and a 1024-token budget; per-request overrides
+(`vllm_xargs`) change the decision, and the change shows in the response's
+`kv_transfer_params.kv_pruner`, in the log line and on `/metrics`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.slow
+
+# About 2,400 tokens: above the 1024-token budget, a few seconds of prefill.
+LONG_PROMPT = "The grass is green. The sky is blue. " * 260 + "The color of the sky is"
+BLOCK_SIZE = 128  # vLLM's CPU attention default
+SERIES = (
+    "vllm:kv_pruner_requests_total",
+    "vllm:kv_pruner_selection_layer_count",
+    "vllm:kv_pruner_prompt_tokens_total",
+    "vllm:kv_pruner_kept_tokens_total",
+    "vllm:kv_pruner_kept_fraction_count",
+    "vllm:kv_pruner_freed_blocks_total",
+    "vllm:kv_pruner_scoring_seconds_count",
+)
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """Every pruner sample on /metrics, keyed by name and labels."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("vllm:kv_pruner_")
+    }
+
+
+def delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    matching = lambda samples: sum(  # noqa: E731
+        value for (sample, keys), value in samples.items() if sample == name and set(labels.items()) <= keys
+    )
+    return matching(after) - matching(before)
+
+
+def complete(url: str, prompt: str, **xargs) -> tuple[dict, dict]:
+    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 4, "temperature": 0}
+    if xargs:
+        body["vllm_xargs"] = xargs
+    reply = requests.post(f"{url}/v1/completions", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    return data, data["kv_transfer_params"]["kv_pruner"]
+
+
+def test_pruner_series_are_on_metrics_from_the_start(asl_server):
+    url, _ = asl_server
+    names = {name for name, _ in scrape(url)}
+    assert set(SERIES) <= names
+
+
+def test_pruned_request_reports_its_decision_in_response_log_and_metrics(asl_server):
+    url, log_path = asl_server
+    before = scrape(url)
+    data, report = complete(url, LONG_PROMPT)
+    after = scrape(url)
+
+    prompt_tokens = data["usage"]["prompt_tokens"]
+    assert report["pruner"] == "asl" and report["pruned"] is True
+    assert report["prompt_tokens"] == prompt_tokens
+    # Budget rule: every layer keeps N - D tokens, D the largest block multiple with N - D >= 1024.
+    freed = (prompt_tokens - 1024) // BLOCK_SIZE
+    assert report["kept_tokens"] == prompt_tokens - freed * BLOCK_SIZE
+    assert report["freed_blocks"] == freed > 0
+    assert report["scoring_seconds"] > 0
+
+    asl = {"pruner": "asl"}
+    assert delta(before, after, "vllm:kv_pruner_requests_total", pruned="true", **asl) == 1
+    assert delta(before, after, "vllm:kv_pruner_requests_total", pruned="false", **asl) == 0
+    assert delta(before, after, "vllm:kv_pruner_freed_blocks_total", **asl) == report["freed_blocks"]
+    assert delta(before, after, "vllm:kv_pruner_prompt_tokens_total", **asl) == prompt_tokens
+    assert delta(before, after, "vllm:kv_pruner_kept_tokens_total", **asl) == report["kept_tokens"]
+    assert delta(before, after, "vllm:kv_pruner_kept_fraction_count", **asl) == 1
+    assert delta(before, after, "vllm:kv_pruner_scoring_seconds_count", **asl) == 1
+    assert delta(before, after, "vllm:kv_pruner_scoring_seconds_sum", **asl) == pytest.approx(
+        report["scoring_seconds"], abs=1e-5
+    )
+    selected = report["selection_layer"] is not None
+    assert delta(before, after, "vllm:kv_pruner_selection_layer_count", **asl) == int(selected)
+
+    # One INFO line for the request, written once its blocks were freed.
+    lines = [line for line in log_path.read_text().splitlines() if f"kv-pruner request={data['id']}" in line]
+    assert len(lines) == 1, lines
+    assert f"kept_tokens={report['kept_tokens']} " in lines[0]
+    assert f"freed_blocks={report['freed_blocks']} " in lines[0]
+    layer = "none" if not selected else str(report["selection_layer"])
+    assert re.search(rf"pruner=asl prompt_tokens={prompt_tokens} selection_layer={layer} ", lines[0])
+
+
+def test_per_request_overrides_change_the_decision(asl_server):
+    url, _ = asl_server
+    before = scrape(url)
+    _, unpruned = complete(url, LONG_PROMPT, kv_pruner="none")
+    _, tighter = complete(url, LONG_PROMPT, kv_budget=512)
+    after = scrape(url)
+
+    assert unpruned["pruner"] == "none" and unpruned["pruned"] is False
+    assert unpruned["kept_tokens"] == unpruned["prompt_tokens"] and unpruned["freed_blocks"] == 0
+    assert unpruned["scoring_seconds"] is None and unpruned["selection_layer"] is None
+    assert delta(before, after, "vllm:kv_pruner_requests_total", pruner="none", pruned="false") == 1
+    assert delta(before, after, "vllm:kv_pruner_freed_blocks_total", pruner="none") == 0
+
+    prompt_tokens = tighter["prompt_tokens"]
+    freed = (prompt_tokens - 512) // BLOCK_SIZE
+    assert tighter["pruner"] == "asl" and tighter["pruned"] is True
+    assert tighter["freed_blocks"] == freed and tighter["kept_tokens"] == prompt_tokens - freed * BLOCK_SIZE
+    assert delta(before, after, "vllm:kv_pruner_requests_total", pruner="asl", pruned="true") == 1
+    assert delta(before, after, "vllm:kv_pruner_freed_blocks_total", pruner="asl") == freed
