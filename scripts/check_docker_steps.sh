@@ -21,13 +21,16 @@ server=""
 # The server's process group (vLLM's engine runs in a child process), not counting exited ones.
 server_alive() { ps -e -o pgid=,stat= | awk -v group="$server" '$1 == group && $2 !~ /^Z/ { found = 1 } END { exit !found }'; }
 cleanup() {
+    local stopping=$SECONDS
     if [ -n "$server" ]; then
         kill -TERM -- "-$server" 2>/dev/null || true
         for _ in $(seq 30); do server_alive || break; sleep 1; done
         kill -KILL -- "-$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
+        say "stopped the server in $((SECONDS - stopping)) s"
     fi
     rm -rf "$work"
+    say "removed its files in $((SECONDS - stopping)) s"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT

@@ -116,7 +116,9 @@ def test_install_and_start_steps_serve_the_embedded_model():
     assert any(line.startswith("asl-vllm: pruner: --kv-pruner asl ") for line in lines), output
     assert f"asl-vllm: listen: 127.0.0.1:{port}; OpenAI API at http://127.0.0.1:{port}/v1" in output
     assert any(line.startswith("check_docker_steps: completion: ") for line in lines), output
-    assert lines[-1].startswith("check_docker_steps: passed in ")
-    # Nothing is left listening.
+    assert any(line.startswith("check_docker_steps: passed in ") for line in lines), output
+    # The server is stopped and nothing is left listening.
+    assert lines[-2].startswith("check_docker_steps: stopped the server in "), output
+    assert lines[-1].startswith("check_docker_steps: removed its files in "), output
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
