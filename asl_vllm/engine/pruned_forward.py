@@ -52,7 +52,7 @@ class RequestStep:
 class _Live:
     """A request's rows and offsets while the layer loop runs."""
 
-    def __init__(self, step: RequestStep, stack: DecoderStack, block_size: int) -> None:
+    def __init__(self, step: RequestStep, stack: DecoderStack, block_size: int, layer_groups: list[int]) -> None:
         self.step = step
         self.rows = torch.arange(step.row_start, step.row_start + step.num_rows)
         self.slot_rows = self.rows
@@ -71,6 +71,7 @@ class _Live:
                 num_prompt_tokens=step.seq_len,
                 layer_offsets=[0] * stack.num_layers,
                 block_size=block_size,
+                layer_groups=layer_groups,
             )
 
     def view(self, layer: int) -> RequestView:
@@ -84,11 +85,14 @@ class PrunedForward:
         stack: DecoderStack,
         capture: AttentionCapture,
         block_size: int,
-        build_metadata: Callable[[CommonAttentionMetadata], Any],
+        layer_groups: Sequence[int],
+        build_metadata: Callable[[CommonAttentionMetadata, int], Any],
     ) -> None:
         self.stack = stack
         self.capture = capture
         self.block_size = block_size
+        # KV cache group of each layer: its block table, slot mapping and metadata builder.
+        self.layer_groups = list(layer_groups)
         self.build_metadata = build_metadata
 
     def run(
@@ -97,13 +101,13 @@ class PrunedForward:
         input_ids: torch.Tensor | None,
         positions: torch.Tensor,
         inputs_embeds: torch.Tensor | None,
-        tables: StepTables,
+        tables: Sequence[StepTables],
     ) -> tuple[torch.Tensor, list[PruneDecision]]:
+        """`tables[g]`: the step's block table of KV cache group g."""
         context = get_forward_context()
         context.attn_metadata = dict(context.attn_metadata)
         context.slot_mapping = dict(context.slot_mapping)
-        full_slots = context.slot_mapping[self.stack.layer_name(0)]
-        lives = [_Live(step, self.stack, self.block_size) for step in steps]
+        lives = [_Live(step, self.stack, self.block_size, self.layer_groups) for step in steps]
         pruning = [live for live in lives if live.decision is not None]
         num_total = positions.shape[0]
         num_real = sum(step.num_rows for step in steps)
@@ -111,17 +115,21 @@ class PrunedForward:
         hidden = inputs_embeds[:num_real] if inputs_embeds is not None else self.stack.embed(input_ids[:num_real])
         residual: torch.Tensor | None = None
         self.capture.active = bool(pruning)
-        layout_key: tuple[RequestView, ...] | None = None
+        layout_key: tuple[int, tuple[RequestView, ...]] | None = None
         try:
             for layer_index, layer in enumerate(self.stack.layers):
+                name = self.stack.layer_name(layer_index)
+                group = self.layer_groups[layer_index]
+                # This layer's group's slot of every row of the step.
+                full_slots = context.slot_mapping[name]
                 views = tuple(live.view(layer_index) for live in lives)
-                if views != layout_key:
-                    layout_key = views
+                if (group, views) != layout_key:
+                    layout_key = (group, views)
                     rows = torch.cat([live.rows for live in lives])
                     layer_positions = positions[rows]
                     slots = full_slots[torch.cat([live.slot_rows for live in lives])]
-                    metadata = self.build_metadata(build_common_metadata(tables, views, slots, layer_positions))
-                name = self.stack.layer_name(layer_index)
+                    common = build_common_metadata(tables[group], views, slots, layer_positions)
+                    metadata = self.build_metadata(common, group)
                 context.attn_metadata[name] = metadata
                 context.slot_mapping[name] = slots
                 hidden, residual = layer(layer_positions, hidden, residual)

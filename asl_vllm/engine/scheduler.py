@@ -3,8 +3,8 @@
 After a pruned prefill, every layer keeps its tokens in the tail slots [D, N) of
 the request (`asl_vllm.budget`); the worker reports each layer's D on the step's
 `ModelRunnerOutput`. A KV cache group's blocks [0, D / block_size) are freed
-right after that step, D being the smallest offset among the group's layers,
-exactly as vLLM's sliding-window manager frees prefix blocks:
+right after that step, D being the smallest offset among the group's layers
+(one group per bucket of consecutive layers, `asl_vllm.engine.layer_groups`), exactly as vLLM's sliding-window manager frees prefix blocks:
 `_remove_blocks_in_range` puts the null block in their place, so block lists
 keep their length and later allocation, preemption and freeing work unchanged.
 """
@@ -32,22 +32,30 @@ class PruningScheduler(Scheduler):
             request = self.requests.get(decision.req_id)
             if request is None or request.is_finished():
                 continue
-            decision.freed_blocks = self._free_pruned_head(decision)
+            freed = self._free_pruned_head(decision)
+            decision.freed_blocks = sum(freed)
+            groups = self.kv_cache_config.kv_cache_groups
             logger.info(
-                "kv-pruner request=%s freed_blocks=%d prompt_tokens=%d",
+                "kv-pruner request=%s freed_blocks=%d freed_blocks_per_group=%s freed_kv_bytes=%d prompt_tokens=%d",
                 decision.req_id,
                 decision.freed_blocks,
+                "/".join(map(str, freed)),
+                sum(count * group_block_bytes(group) for count, group in zip(freed, groups)),
                 decision.num_prompt_tokens,
             )
         return outputs
 
-    def _free_pruned_head(self, decision: PruneDecision) -> int:
+    def _free_pruned_head(self, decision: PruneDecision) -> list[int]:
         """Free, per KV cache group, the head blocks none of its layers reads any more."""
-        freed_blocks = 0
-        # One group holds every layer (the worker refuses anything else), so its offset is the smallest.
-        offset = min(decision.layer_offsets, default=0)
-        for manager in self.kv_cache_manager.coordinator.single_type_managers:
+        freed = []
+        managers = self.kv_cache_manager.coordinator.single_type_managers
+        for manager, offset in zip(managers, decision.group_offsets, strict=True):
             before = manager.block_pool.get_num_free_blocks()
             manager._remove_blocks_in_range(decision.req_id, 0, offset // manager.block_size)
-            freed_blocks += manager.block_pool.get_num_free_blocks() - before
-        return freed_blocks
+            freed.append(manager.block_pool.get_num_free_blocks() - before)
+        return freed
+
+
+def group_block_bytes(group: Any) -> int:
+    """KV bytes one block of a KV cache group holds: one page per layer of the group."""
+    return group.kv_cache_spec.page_size_bytes * len(group.layer_names)

@@ -7,6 +7,8 @@ from typing import Any
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
+from asl_vllm.engine.scheduler import group_block_bytes
+
 HAYSTACK_SENTENCES = (
     "The grass is green.",
     "The sky is blue.",
@@ -37,10 +39,26 @@ def internal_id(llm: LLM, req_id: str) -> str:
     return next(key for key in scheduler(llm).requests if external_id(key) == req_id)
 
 
+def blocks_held_per_group(llm: LLM, req_id: str) -> list[int]:
+    """The request's non-null blocks in each KV cache group (one group per layer bucket)."""
+    key = internal_id(llm, req_id)
+    managers = scheduler(llm).kv_cache_manager.coordinator.single_type_managers
+    return [sum(1 for block in manager.req_to_blocks.get(key, []) if not block.is_null) for manager in managers]
+
+
 def blocks_held(llm: LLM, req_id: str) -> int:
-    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
-    blocks = manager.req_to_blocks.get(internal_id(llm, req_id), [])
-    return sum(1 for block in blocks if not block.is_null)
+    """Pool blocks the request holds, all groups together."""
+    return sum(blocks_held_per_group(llm, req_id))
+
+
+def kv_bytes_held(llm: LLM, req_id: str) -> int:
+    """KV bytes the request holds: comparable across group layouts, unlike block counts."""
+    groups = scheduler(llm).kv_cache_config.kv_cache_groups
+    return sum(count * group_block_bytes(group) for count, group in zip(blocks_held_per_group(llm, req_id), groups))
+
+
+def layers_per_group(llm: LLM) -> list[int]:
+    return [len(group.layer_names) for group in scheduler(llm).kv_cache_config.kv_cache_groups]
 
 
 def decisions(llm: LLM) -> dict[str, dict[str, Any]]:
