@@ -7,7 +7,9 @@ from typing import Any
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
+from asl_vllm.config import PrunerConfig
 from asl_vllm.engine.scheduler import group_block_bytes
+from asl_vllm.request_config import set_server_config
 
 HAYSTACK_SENTENCES = (
     "The grass is green.",
@@ -96,6 +98,8 @@ def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> Samp
 
 def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:
     """Add all requests, step the engine until they finish; token ids by request id."""
+    # Per-request settings are checked against the last engine built in this process: make it this one.
+    set_server_config(getattr(scheduler(llm), "pruner_config", None) or PrunerConfig())
     engine = llm.llm_engine
     for req_id, token_ids in prompts.items():
         engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params[req_id])
