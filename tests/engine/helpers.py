@@ -109,3 +109,16 @@ def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, Samp
             if output.finished:
                 outputs[output.request_id] = list(output.outputs[0].token_ids)
     return outputs
+
+
+def run_counting_preemptions(llm: LLM) -> tuple[dict[str, int], int]:
+    """Step until every request finishes: output lengths by request id, and the most preemptions any had."""
+    engine = llm.llm_engine
+    preempted = 0
+    lengths: dict[str, int] = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                lengths[output.request_id] = len(output.outputs[0].token_ids)
+        preempted = max([preempted, *(r.num_preemptions for r in scheduler(llm).requests.values())])
+    return lengths, preempted

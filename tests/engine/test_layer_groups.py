@@ -17,6 +17,7 @@ from tests.engine.helpers import (
     haystack_tokens,
     kv_bytes_held,
     layers_per_group,
+    run_counting_preemptions,
     run_requests,
     scheduler,
 )
@@ -104,3 +105,26 @@ def test_mixed_concurrent_requests_return_every_block(grouped):
     snapkv = made["mix-9"]  # 2200 tokens
     assert snapkv["group_offsets"] == [tail_offset(2200, 512, block_size(grouped))] * 10
     assert free_blocks(grouped) == start_free
+
+
+@pytest.fixture(scope="module")
+def small_grouped_pool(engines):
+    """330 usable blocks (plus vLLM's null block) of 3 layers x 128 tokens: three 1530-token fastkv
+    prefills fit (120 blocks each, 105 once the groups after layer 14 freed their head: 315), but the
+    decode step that opens a 13th block in every group (10 blocks per request) does not."""
+    return engines(
+        kv_pruner="fastkv", asl_select_k=SELECT_K, num_gpu_blocks_override=331, max_num_seqs=4, max_model_len=4096
+    )
+
+
+def test_preempted_requests_without_budget_finish_complete(small_grouped_pool):
+    llm = small_grouped_pool
+    engine = llm.llm_engine
+    start_free = free_blocks(llm)
+    for index in range(3):
+        prompt = haystack_tokens(llm, 1530, salt=f"Grouped pressure {index}. ")
+        engine.add_request(f"grouped-{index}", TokensPrompt(prompt_token_ids=prompt), greedy(40, ignore_eos=True))
+    lengths, preempted = run_counting_preemptions(llm)
+    assert preempted > 0, "the pool was meant to force a preemption"
+    assert lengths == {f"grouped-{index}": 40 for index in range(3)}
+    assert free_blocks(llm) == start_free
