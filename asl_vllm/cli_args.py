@@ -82,6 +82,14 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             None,
             "Selection layer of fastkv, filter layer of gemfilter (default: 15 resp. 13 of 32 layers, scaled).",
         ),
+        (
+            "--kv-layer-groups",
+            1,
+            None,
+            "KV cache groups (buckets of consecutive layers, each with its own block table); must divide "
+            "the model's depth. Layers after the selection layer free their blocks per group. Default: the "
+            "largest divisor of the depth up to 10, or 1 with --kv-budget.",
+        ),
     ):
         group.add_argument(option, type=_int_at_least(minimum), default=default, help=text)
     group.add_argument(

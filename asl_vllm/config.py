@@ -22,6 +22,8 @@ REFERENCE_NUM_LAYERS = 32
 REFERENCE_MIN_LAYER = 10
 REFERENCE_FIXED_LAYER = {"fastkv": 15, "gemfilter": 13}
 FIXED_LAYER_PRUNERS: tuple[str, ...] = tuple(REFERENCE_FIXED_LAYER)
+# Default cap on the KV cache groups (layer buckets) a pruner without --kv-budget uses.
+MAX_DEFAULT_LAYER_GROUPS = 10
 
 # Largest integer setting: token counts and layer indices reach torch and the Triton kernels,
 # which index with int32 (a larger value overflowed there and stopped the engine).
@@ -60,6 +62,7 @@ class PrunerConfig:
     pool_kernel: int = 7
     fixed_layer: int | None = None
     two_pass: bool = False
+    layer_groups: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +102,8 @@ class PrunerConfig:
                 )
         if self.min_layer is not None:
             _check_int(self.min_layer, "min_layer", minimum=self.obs_layers - 1)
+        if self.layer_groups is not None:
+            _check_int(self.layer_groups, "layer_groups", minimum=1)
         if self.fixed_layer is not None:
             _check_int(self.fixed_layer, "fixed_layer", minimum=0)
             if self.pruner not in FIXED_LAYER_PRUNERS:
@@ -150,7 +155,16 @@ class PrunerConfig:
                 flag("fixed_layer"),
                 f"{fixed_layer} is out of range for a {num_layers}-layer model (valid: 0..{last - 1})",
             )
-        return dataclasses.replace(self, min_layer=min_layer, fixed_layer=fixed_layer)
+        layer_groups = self.layer_groups
+        if layer_groups is None:
+            layer_groups = default_layer_groups(num_layers, self.kv_budget)
+        if num_layers % layer_groups:
+            divisors = ", ".join(str(d) for d in range(1, num_layers + 1) if num_layers % d == 0)
+            raise PrunerConfigError(
+                flag("layer_groups"),
+                f"{layer_groups} does not divide the model's {num_layers} layers (valid: {divisors})",
+            )
+        return dataclasses.replace(self, min_layer=min_layer, fixed_layer=fixed_layer, layer_groups=layer_groups)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,11 +194,25 @@ FLAGS: dict[str, str] = {
     "pool_kernel": "--asl-kernel",
     "fixed_layer": "--fixed-layer",
     "two_pass": "--asl-two-pass",
+    "layer_groups": "--kv-layer-groups",
 }
 
 
 def flag(field: str) -> str:
     return FLAGS.get(field, field)
+
+
+def default_layer_groups(num_layers: int, kv_budget: int | None) -> int:
+    """KV cache groups (buckets of consecutive layers) when --kv-layer-groups is not given.
+
+    With a budget every pruned layer keeps the same tail, so one group frees as much as many.
+    Without one, groups let the layers after the selection layer free their blocks; the
+    largest divisor of the depth up to MAX_DEFAULT_LAYER_GROUPS bounds the per-step cost
+    (one attention metadata and block table per group) while wasting at most a few layers.
+    """
+    if kv_budget is not None:
+        return 1
+    return max(d for d in range(1, min(num_layers, MAX_DEFAULT_LAYER_GROUPS) + 1) if num_layers % d == 0)
 
 
 def _scaled(reference_layer: int, num_layers: int) -> int:

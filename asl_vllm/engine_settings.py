@@ -49,6 +49,14 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     ):
         if (getattr(engine_args, field, 1) or 1) > 1:
             raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}")
+    if engine_args.disable_hybrid_kv_cache_manager is True and config.layer_groups != 1 and (
+        config.layer_groups is not None or config.kv_budget is None
+    ):
+        raise PrunerConfigError(
+            "--disable-hybrid-kv-cache-manager",
+            "cannot be used with more than one --kv-layer-groups: each layer group is a KV cache group "
+            "of vLLM's hybrid allocator (pass --kv-layer-groups 1 to keep one group)",
+        )
     if engine_args.worker_cls not in ("auto", CPU_WORKER, GPU_WORKER):
         raise PrunerConfigError("--worker-cls", "is set by --kv-pruner and cannot be overridden")
     if engine_args.scheduler_cls not in (None, SCHEDULER):

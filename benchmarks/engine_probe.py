@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asl_vllm.engine.layer_groups import group_block_bytes
+
 
 def scheduler(llm: Any) -> Any:
     return llm.llm_engine.engine_core.engine_core.scheduler
@@ -26,10 +28,26 @@ def internal_id(llm: Any, req_id: str) -> str:
     return next(key for key in scheduler(llm).requests if external_id(key) == req_id)
 
 
+def blocks_held_per_group(llm: Any, req_id: str) -> list[int]:
+    """The request's non-null blocks in each KV cache group (one group per layer bucket)."""
+    key = internal_id(llm, req_id)
+    managers = scheduler(llm).kv_cache_manager.coordinator.single_type_managers
+    return [sum(1 for block in manager.req_to_blocks.get(key, []) if not block.is_null) for manager in managers]
+
+
 def blocks_held(llm: Any, req_id: str) -> int:
-    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
-    blocks = manager.req_to_blocks.get(internal_id(llm, req_id), [])
-    return sum(1 for block in blocks if not block.is_null)
+    """Pool blocks the request holds, all groups together."""
+    return sum(blocks_held_per_group(llm, req_id))
+
+
+def kv_bytes_held(llm: Any, req_id: str) -> int:
+    """KV bytes the request holds: comparable across group layouts, unlike block counts."""
+    groups = scheduler(llm).kv_cache_config.kv_cache_groups
+    return sum(count * group_block_bytes(group) for count, group in zip(blocks_held_per_group(llm, req_id), groups))
+
+
+def layers_per_group(llm: Any) -> list[int]:
+    return [len(group.layer_names) for group in scheduler(llm).kv_cache_config.kv_cache_groups]
 
 
 def decisions(llm: Any) -> dict[str, dict[str, Any]]:

@@ -4,8 +4,10 @@ Every configuration runs in this process on the embedded model (or `--model`),
 one request at a time: TTFT is the wall time until the first token (one engine
 step with a pruner, whose chunked prefill is off; possibly several for `none`), TPOT the mean wall time of the following
 decode steps, blocks the request's non-null KV blocks right after prefill, read
-from the scheduler's KV cache manager. Ratios are against `none` measured in
-the same run.
+from the scheduler's KV cache manager, per KV cache group (one per layer bucket
+with `--kv-layer-groups`) and as KV bytes: a block's size depends on the group
+layout, so the memory ratio is taken on bytes. Ratios are against `none`
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 CONFIGS: dict[str, dict[str, Any]] = {
     "none": {},
     "asl": {"kv_pruner": "asl"},
+    "asl-t0.5-k1024": {"kv_pruner": "asl", "asl_tau": 0.5, "asl_select_k": 1024},
     "asl-B1024": {"kv_pruner": "asl", "kv_budget": 1024},
     "snapkv-B1024": {"kv_pruner": "snapkv", "kv_budget": 1024},
     "fastkv": {"kv_pruner": "fastkv"},
@@ -34,7 +37,7 @@ def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -
     from vllm.inputs import TokensPrompt
 
     from benchmarks.chat_prompt import needle_prompt
-    from benchmarks.engine_probe import blocks_held, decisions
+    from benchmarks.engine_probe import blocks_held_per_group, decisions, kv_bytes_held
     from benchmarks.text_sources import haystack_text
 
     engine = llm.llm_engine
@@ -53,7 +56,8 @@ def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -
         while not any(output.outputs[0].token_ids for output in engine.step()):
             pass  # unmodified vLLM may split a long prefill into several chunked steps
         ttfts.append(time.perf_counter() - began)
-        held = blocks_held(llm, req_id)
+        held = blocks_held_per_group(llm, req_id)
+        held_bytes = kv_bytes_held(llm, req_id)
         steps = []
         while engine.has_unfinished_requests():
             began = time.perf_counter()
@@ -65,7 +69,9 @@ def measure(llm: Any, length: int, decode_tokens: int, repeats: int, tag: str) -
     return {
         "ttft_s": statistics.median(ttfts),
         "tpot_s": statistics.median(tpots),
-        "blocks_held_after_prefill": held,
+        "blocks_held_after_prefill": sum(held),
+        "blocks_held_per_group": held,
+        "kv_bytes_held_after_prefill": held_bytes,
         "selection_layer": layer,
     }
 
@@ -101,15 +107,16 @@ def main() -> None:
         llm.llm_engine.engine_core.shutdown()
         del llm
 
-    header = f"{'config':<14}{'tokens':>7}{'sel. layer':>11}{'blocks':>8}{'x none':>8}{'TTFT s':>9}{'x none':>8}"
-    header += f"{'TPOT ms':>9}{'x none':>8}"
+    header = f"{'config':<16}{'tokens':>7}{'sel. layer':>11}{'blocks':>8}{'KV MiB':>8}{'x none':>8}"
+    header += f"{'TTFT s':>9}{'x none':>8}{'TPOT ms':>9}{'x none':>8}"
     print(header)
     for name, by_length in results.items():
         for length, row in by_length.items():
             base = results["none"][length] if "none" in results else row
             print(
-                f"{name:<14}{length:>7}{str(row['selection_layer']):>11}{row['blocks_held_after_prefill']:>8}"
-                f"{row['blocks_held_after_prefill'] / base['blocks_held_after_prefill']:>8.2f}"
+                f"{name:<16}{length:>7}{str(row['selection_layer']):>11}{row['blocks_held_after_prefill']:>8}"
+                f"{row['kv_bytes_held_after_prefill'] / 2**20:>8.1f}"
+                f"{row['kv_bytes_held_after_prefill'] / base['kv_bytes_held_after_prefill']:>8.2f}"
                 f"{row['ttft_s']:>9.2f}{row['ttft_s'] / base['ttft_s']:>8.2f}"
                 f"{row['tpot_s'] * 1000:>9.1f}{row['tpot_s'] / base['tpot_s']:>8.2f}"
             )

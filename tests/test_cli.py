@@ -38,6 +38,7 @@ def test_serve_help_lists_the_pruner_flags():
         "--asl-kernel",
         "--fixed-layer",
         "--asl-two-pass",
+        "--kv-layer-groups",
     ):
         assert flag in result.stdout
     assert "{none,asl,fastkv,gemfilter,snapkv}" in result.stdout
@@ -56,6 +57,14 @@ def test_serve_help_lists_the_pruner_flags():
         (["--kv-pruner", "asl", "--enable-prefix-caching"], "error: --enable-prefix-caching: cannot be used with"),
         (["--kv-budget", "512"], "error: --kv-budget: has no effect without --kv-pruner"),
         (["--kv-pruner", "asl", "--asl-select-k", str(10**26)], "error: --asl-select-k: must be <= 2147483647"),
+        (
+            ["--kv-pruner", "asl", "--kv-layer-groups", "4"],
+            "error: --kv-layer-groups: 4 does not divide the model's 30 layers",
+        ),
+        (
+            ["--kv-pruner", "asl", "--disable-hybrid-kv-cache-manager"],
+            "error: --disable-hybrid-kv-cache-manager: cannot be used with more than one --kv-layer-groups",
+        ),
     ],
 )
 def test_bad_flags_stop_before_any_engine_starts(model_path, args, message):

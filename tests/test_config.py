@@ -32,6 +32,8 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
         ({"pruner": "gemfilter", "fixed_layer": -1}, "--fixed-layer"),
         ({"pruner": "none", "kv_budget": 1024}, "--kv-budget"),
         ({"pruner": "h2o"}, "--kv-pruner"),
+        ({"pruner": "asl", "layer_groups": 0}, "--kv-layer-groups"),
+        ({"pruner": "none", "layer_groups": 2}, "--kv-layer-groups"),
     ],
 )
 def test_invalid_settings_name_their_flag(settings, flag):
@@ -69,12 +71,24 @@ def test_peer_methods_are_available():
         ({"pruner": "gemfilter", "fixed_layer": 29}, "--fixed-layer"),
         ({"pruner": "asl", "min_layer": 28}, "--asl-min-layer"),
         ({"pruner": "asl", "min_layer": 3}, "--asl-min-layer"),
+        ({"pruner": "asl", "layer_groups": 7}, "--kv-layer-groups"),
+        ({"pruner": "asl", "layer_groups": 60}, "--kv-layer-groups"),
     ],
 )
 def test_layers_out_of_range_for_the_model(settings, flag):
     with pytest.raises(PrunerConfigError) as error:
         PrunerConfig.from_dict(settings).resolve(30)
     assert error.value.flag == flag
+
+
+def test_layer_groups_default_divides_the_depth_and_is_one_with_a_budget():
+    assert PrunerConfig(pruner="asl").resolve(30).layer_groups == 10
+    assert PrunerConfig(pruner="asl").resolve(32).layer_groups == 8
+    assert PrunerConfig(pruner="asl").resolve(28).layer_groups == 7
+    assert PrunerConfig(pruner="asl", kv_budget=1024).resolve(30).layer_groups == 1
+    assert PrunerConfig(pruner="asl", kv_budget=1024, layer_groups=5).resolve(30).layer_groups == 5
+    with pytest.raises(PrunerConfigError, match="valid: 1, 2, 3, 5, 6, 10, 15, 30"):
+        PrunerConfig(pruner="asl", layer_groups=4).resolve(30)
 
 
 def test_unsupported_architecture():

@@ -30,12 +30,16 @@ class PruneDecision:
     selected_indices: torch.Tensor | None = None
     # Per layer: first kept slot D (0 = full KV). Decode attention reads [D, seq_len).
     layer_offsets: list[int] = field(default_factory=list)
+    # KV cache group of each layer (one group per bucket of consecutive layers).
+    layer_groups: list[int] = field(default_factory=list)
     # Set by a re-run (two-pass): RoPE position = slot - position_offset, so kept and decoded
     # tokens are numbered contiguously from 0.
     position_offset: int = 0
     scoring_seconds: float = 0.0
     # Set by the scheduler once it returned the request's head blocks to the pool.
     freed_blocks: int | None = None
+    freed_blocks_per_group: list[int] = field(default_factory=list)
+    freed_kv_bytes: int = 0
 
     @property
     def pruned(self) -> bool:
@@ -52,6 +56,15 @@ class PruneDecision:
 
     def kept_tokens(self, layer: int) -> int:
         return self.num_prompt_tokens - self.layer_offsets[layer]
+
+    @property
+    def group_offsets(self) -> list[int]:
+        """Per KV cache group, the first slot any of its layers still reads: its blocks
+        [0, offset / block_size) are free once the prefill step is done."""
+        offsets: dict[int, int] = {}
+        for offset, group in zip(self.layer_offsets, self.layer_groups or [0] * len(self.layer_offsets)):
+            offsets[group] = min(offset, offsets.get(group, offset))
+        return [offsets[group] for group in sorted(offsets)]
 
     def kept_tokens_mean(self) -> int:
         """Prompt tokens whose KV a layer keeps, averaged over the layers (all of them if unscored)."""
@@ -82,9 +95,13 @@ class PruneDecision:
             "selected_tokens": self.selected_tokens,
             "selected_indices": None if self.selected_indices is None else self.selected_indices.tolist(),
             "layer_offsets": list(self.layer_offsets),
+            "layer_groups": list(self.layer_groups),
+            "group_offsets": self.group_offsets,
             "position_offset": self.position_offset,
             "scoring_seconds": self.scoring_seconds,
             "freed_blocks": self.freed_blocks,
+            "freed_blocks_per_group": list(self.freed_blocks_per_group),
+            "freed_kv_bytes": self.freed_kv_bytes,
         }
 
     def log(self) -> None:
@@ -92,7 +109,8 @@ class PruneDecision:
         kept = sorted({self.kept_tokens(layer) for layer in range(len(self.layer_offsets))})
         logger.info(
             "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s selected_tokens=%s "
-            "kept_tokens=%d kept_tokens_per_layer=%s position_offset=%d freed_blocks=%d scoring_ms=%.1f",
+            "kept_tokens=%d kept_tokens_per_layer=%s position_offset=%d freed_blocks=%d "
+            "freed_blocks_per_group=%s freed_kv_bytes=%d scoring_ms=%.1f",
             self.req_id,
             self.method,
             self.num_prompt_tokens,
@@ -102,5 +120,7 @@ class PruneDecision:
             "/".join(map(str, kept)),
             self.position_offset,
             self.freed_blocks or 0,
+            "/".join(map(str, self.freed_blocks_per_group)) or "0",
+            self.freed_kv_bytes,
             self.scoring_seconds * 1000,
         )

@@ -1,8 +1,8 @@
 """Model runner mixin: runs the pruned layer loop when a step needs it, else vLLM's forward.
 
 Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
-build) and overrides only `load_model`, `_update_states`, `execute_model`,
-`_model_forward` and `sample_tokens`. The decisions of a step travel to the
+build) and overrides only `load_model`, `get_kv_cache_spec`, `initialize_kv_cache`,
+`_update_states`, `execute_model`, `_model_forward` and `sample_tokens`. The decisions of a step travel to the
 scheduler on that step's `ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the
 worker and the scheduler share the engine-core process (tensor and pipeline
 parallelism are refused), so the object arrives as it was built.
@@ -15,12 +15,14 @@ from typing import Any
 
 import torch
 from vllm.v1.attention.backend import CommonAttentionMetadata
+from vllm.v1.kv_cache_interface import KVCacheSpec
 
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine.attention_layout import StepTables
 from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.layer_groups import bucketed_specs
 from asl_vllm.engine.pruned_forward import PrunedForward, RequestStep
 from asl_vllm.request_config import prefill_prune_config
 
@@ -43,18 +45,33 @@ class PruningRunnerMixin:
         self._pruner_in_step = False
         self._step_decisions: list[PruneDecision] = []
 
+    def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
+        """vLLM's specs, tagged with layer buckets so that each bucket is its own KV cache group."""
+        num_groups = self.pruner_config.layer_groups or 1
+        if num_groups > 1 and self.vllm_config.scheduler_config.disable_hybrid_kv_cache_manager:
+            raise RuntimeError(
+                f"--kv-layer-groups {num_groups} needs vLLM's hybrid KV cache manager, which is disabled "
+                "in this configuration; pass --kv-layer-groups 1"
+            )
+        names = [self.pruner_stack.layer_name(layer) for layer in range(self.pruner_stack.num_layers)]
+        return bucketed_specs(super().get_kv_cache_spec(), names, num_groups)
+
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
         groups = self.kv_cache_config.kv_cache_groups
-        if len(groups) != 1 or len(self.attn_groups[0]) != 1:
-            raise RuntimeError("KV pruning needs a model whose layers share one KV cache group")
-        self.pruner_block_size = groups[0].kv_cache_spec.block_size
+        group_of = {name: index for index, group in enumerate(groups) for name in group.layer_names}
+        stack = self.pruner_stack
+        layer_groups = [group_of.get(stack.layer_name(layer)) for layer in range(stack.num_layers)]
+        block_sizes = {group.kv_cache_spec.block_size for group in groups}
+        if None in layer_groups or len(block_sizes) != 1 or any(len(attn) != 1 for attn in self.attn_groups):
+            raise RuntimeError("KV pruning needs decoder layers in full-attention KV cache groups of one block size")
+        self.pruner_block_size = block_sizes.pop()
         self.pruned_forward = PrunedForward(
-            self.pruner_stack, self.pruner_capture, self.pruner_block_size, self._build_layer_metadata
+            stack, self.pruner_capture, self.pruner_block_size, layer_groups, self._build_layer_metadata
         )
 
-    def _build_layer_metadata(self, common: CommonAttentionMetadata) -> Any:
-        return self.attn_groups[0][0].build_metadata(common)
+    def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
+        return self.attn_groups[group][0].build_metadata(common)
 
     def _update_states(self, scheduler_output: Any) -> Any:
         for req_id in scheduler_output.finished_req_ids:
@@ -90,11 +107,15 @@ class PruningRunnerMixin:
         num_reqs = len(steps)
         computed = self.input_batch.num_computed_tokens_cpu_tensor[:num_reqs]
         prompts = self.input_batch.num_prompt_tokens_cpu_tensor[:num_reqs]
-        tables = StepTables(
-            block_table=self.input_batch.block_table[0].get_device_tensor(num_reqs),
-            block_size=self.pruner_block_size,
-            is_prefilling=computed < prompts,
-        )
+        is_prefilling = computed < prompts
+        tables = [
+            StepTables(
+                block_table=self.input_batch.block_table[group].get_device_tensor(num_reqs),
+                block_size=self.pruner_block_size,
+                is_prefilling=is_prefilling,
+            )
+            for group in range(len(self.kv_cache_config.kv_cache_groups))
+        ]
         hidden, decisions = self.pruned_forward.run(steps, input_ids, positions, inputs_embeds, tables)
         for decision in decisions:
             if decision.pruned:

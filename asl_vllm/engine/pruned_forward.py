@@ -64,7 +64,13 @@ class _Live:
     """A request's rows, positions and offsets while the layer loop runs."""
 
     def __init__(
-        self, step: RequestStep, table_row: int, positions: torch.Tensor, stack: DecoderStack, block_size: int
+        self,
+        step: RequestStep,
+        table_row: int,
+        positions: torch.Tensor,
+        stack: DecoderStack,
+        block_size: int,
+        layer_groups: list[int],
     ) -> None:
         self.step = step
         self.table_row = table_row
@@ -88,6 +94,7 @@ class _Live:
                 num_prompt_tokens=step.seq_len,
                 two_pass=config.two_pass,
                 layer_offsets=[0] * stack.num_layers,
+                layer_groups=layer_groups,
             )
 
     def keep(self, local: torch.Tensor) -> None:
@@ -122,11 +129,14 @@ class PrunedForward:
         stack: DecoderStack,
         capture: AttentionCapture,
         block_size: int,
-        build_metadata: Callable[[CommonAttentionMetadata], Any],
+        layer_groups: Sequence[int],
+        build_metadata: Callable[[CommonAttentionMetadata, int], Any],
     ) -> None:
         self.stack = stack
         self.capture = capture
         self.block_size = block_size
+        # KV cache group of each layer: its block table, slot mapping and metadata builder.
+        self.layer_groups = list(layer_groups)
         self.build_metadata = build_metadata
 
     def run(
@@ -135,13 +145,18 @@ class PrunedForward:
         input_ids: torch.Tensor | None,
         positions: torch.Tensor,
         inputs_embeds: torch.Tensor | None,
-        tables: StepTables,
+        tables: Sequence[StepTables],
     ) -> tuple[torch.Tensor, list[PruneDecision]]:
+        """`tables[g]`: the step's block table of KV cache group g."""
         context = get_forward_context()
         context.attn_metadata = dict(context.attn_metadata)
         context.slot_mapping = dict(context.slot_mapping)
-        full_slots = context.slot_mapping[self.stack.layer_name(0)]
-        lives = [_Live(step, index, positions, self.stack, self.block_size) for index, step in enumerate(steps)]
+        # Every row's slot in each layer's group, kept before the loop replaces the mapping per layer.
+        full_slots = [context.slot_mapping[self.stack.layer_name(layer)] for layer in range(self.stack.num_layers)]
+        lives = [
+            _Live(step, index, positions, self.stack, self.block_size, self.layer_groups)
+            for index, step in enumerate(steps)
+        ]
         pruning = [live for live in lives if live.decision is not None]
         num_real = sum(step.num_rows for step in steps)
 
@@ -164,8 +179,8 @@ class PrunedForward:
         self,
         lives: list[_Live],
         hidden: torch.Tensor,
-        tables: StepTables,
-        full_slots: torch.Tensor,
+        tables: Sequence[StepTables],
+        full_slots: Sequence[torch.Tensor],
         full: torch.Tensor,
     ) -> None:
         """Run every layer on `lives` (rows in `hidden`'s order) and scatter the final states into `full`.
@@ -178,20 +193,22 @@ class PrunedForward:
         pruning = any(live.decision is not None for live in lives)
         layout_key: tuple | None = None
         for layer_index, layer in enumerate(self.stack.layers):
+            group = self.layer_groups[layer_index]
             views = tuple(live.view(layer_index) for live in lives)
-            key = (views, tuple(live.table_row for live in lives))
+            key = (group, views, tuple(live.table_row for live in lives))
             if key != layout_key:
                 layout_key = key
                 layer_positions = torch.cat([live.positions for live in lives])
-                slots = full_slots[torch.cat([live.slot_rows for live in lives])]
-                layer_tables = tables.select([live.table_row for live in lives])
-                metadata = self.build_metadata(build_common_metadata(layer_tables, views, slots, layer_positions))
+                slots = full_slots[layer_index][torch.cat([live.slot_rows for live in lives])]
+                layer_tables = tables[group].select([live.table_row for live in lives])
+                common = build_common_metadata(layer_tables, views, slots, layer_positions)
+                metadata = self.build_metadata(common, group)
             name = self.stack.layer_name(layer_index)
             context.attn_metadata[name] = metadata
             context.slot_mapping[name] = slots
             hidden, residual = layer(layer_positions, hidden, residual)
             if pruning:
-                hidden, residual = self._after_layer(layer_index, lives, hidden, residual, full_slots)
+                hidden, residual = self._after_layer(layer_index, lives, hidden, residual, full_slots[layer_index])
                 lives = [live for live in lives if live.rerun_rows is None]
                 if not lives:
                     return
@@ -202,8 +219,8 @@ class PrunedForward:
         reruns: list[_Live],
         input_ids: torch.Tensor | None,
         embeddings: torch.Tensor | None,
-        tables: StepTables,
-        full_slots: torch.Tensor,
+        tables: Sequence[StepTables],
+        full_slots: Sequence[torch.Tensor],
         full: torch.Tensor,
     ) -> None:
         """The second pass of two-pass requests: all layers, selected tokens only, fresh positions."""

@@ -3,7 +3,8 @@
 After a pruned prefill, every layer keeps its tokens in the tail slots [D, N) of
 the request (`asl_vllm.budget`); the worker reports each layer's D on the step's
 `ModelRunnerOutput`. A KV cache group's blocks [0, D / block_size) are freed
-right after that step, D being the smallest offset among the group's layers,
+right after that step, D being the smallest offset among the group's layers
+(one group per bucket of consecutive layers, `asl_vllm.engine.layer_groups`),
 exactly as vLLM's sliding-window manager frees prefix blocks:
 `_remove_blocks_in_range` puts the null block in their place, so block lists
 keep their length and later allocation, preemption and freeing work unchanged.
@@ -22,6 +23,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
+from asl_vllm.engine.layer_groups import group_block_bytes
 from asl_vllm.engine.model_runner import DECISIONS_ATTR
 from asl_vllm.request_config import requested_pruner
 
@@ -40,7 +42,7 @@ class PruningScheduler(Scheduler):
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
             if request is not None and not request.is_finished():
-                decision.freed_blocks = self._free_pruned_head(decision)
+                self._free_pruned_head(decision)
                 if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
                     self._pruner_reports[decision.req_id] = decision.report()
             decision.log()
@@ -76,13 +78,15 @@ class PruningScheduler(Scheduler):
             kv_transfer_params = {**(kv_transfer_params or {}), REPORT_KEY: report}
         return kv_transfer_params, ec_transfer_params
 
-    def _free_pruned_head(self, decision: PruneDecision) -> int:
+    def _free_pruned_head(self, decision: PruneDecision) -> None:
         """Free, per KV cache group, the head blocks none of its layers reads any more."""
-        freed_blocks = 0
-        # One group holds every layer (the worker refuses anything else), so its offset is the smallest.
-        offset = min(decision.layer_offsets, default=0)
-        for manager in self.kv_cache_manager.coordinator.single_type_managers:
+        managers = self.kv_cache_manager.coordinator.single_type_managers
+        groups = self.kv_cache_config.kv_cache_groups
+        freed = []
+        for manager, offset in zip(managers, decision.group_offsets, strict=True):
             before = manager.block_pool.get_num_free_blocks()
             manager._remove_blocks_in_range(decision.req_id, 0, offset // manager.block_size)
-            freed_blocks += manager.block_pool.get_num_free_blocks() - before
-        return freed_blocks
+            freed.append(manager.block_pool.get_num_free_blocks() - before)
+        decision.freed_blocks = sum(freed)
+        decision.freed_blocks_per_group = freed
+        decision.freed_kv_bytes = sum(count * group_block_bytes(group) for count, group in zip(freed, groups))

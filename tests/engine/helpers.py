@@ -7,14 +7,19 @@ from typing import Any
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
+from asl_vllm.config import PrunerConfig
+from asl_vllm.request_config import set_server_config
 from benchmarks.chat_prompt import needle_prompt
 from benchmarks.engine_probe import (  # noqa: F401  (re-exported for the engine tests)
     block_size,
     blocks_held,
+    blocks_held_per_group,
     decisions,
     external_id,
     free_blocks,
     internal_id,
+    kv_bytes_held,
+    layers_per_group,
     scheduler,
 )
 from benchmarks.text_sources import haystack_text
@@ -40,6 +45,8 @@ def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> Samp
 
 def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:
     """Add all requests, step the engine until they finish; token ids by request id."""
+    # Per-request settings are checked against the last engine built in this process: make it this one.
+    set_server_config(getattr(scheduler(llm), "pruner_config", None) or PrunerConfig())
     engine = llm.llm_engine
     for req_id, token_ids in prompts.items():
         engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params[req_id])
@@ -49,3 +56,16 @@ def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, Samp
             if output.finished:
                 outputs[output.request_id] = list(output.outputs[0].token_ids)
     return outputs
+
+
+def run_counting_preemptions(llm: LLM) -> tuple[dict[str, int], int]:
+    """Step until every request finishes: output lengths by request id, and the most preemptions any had."""
+    engine = llm.llm_engine
+    preempted = 0
+    lengths: dict[str, int] = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                lengths[output.request_id] = len(output.outputs[0].token_ids)
+        preempted = max([preempted, *(r.num_preemptions for r in scheduler(llm).requests.values())])
+    return lengths, preempted

@@ -12,6 +12,7 @@ from tests.engine.helpers import (
     free_blocks,
     greedy,
     haystack_tokens,
+    run_counting_preemptions,
     run_requests,
     scheduler,
 )
@@ -31,13 +32,7 @@ def test_preempted_pruned_requests_finish_complete(small_pool):
     for index in range(3):
         prompt = haystack_tokens(small_pool, 1500, salt=f"Pressure {index}. ")
         engine.add_request(f"pressure-{index}", TokensPrompt(prompt_token_ids=prompt), greedy(600, ignore_eos=True))
-    preempted = 0
-    lengths: dict[str, int] = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                lengths[output.request_id] = len(output.outputs[0].token_ids)
-        preempted = max([preempted, *(r.num_preemptions for r in scheduler(small_pool).requests.values())])
+    lengths, preempted = run_counting_preemptions(small_pool)
     assert preempted > 0, "the pool was meant to force a preemption"
     assert lengths == {f"pressure-{index}": 600 for index in range(3)}
     assert free_blocks(small_pool) == start_free

@@ -109,6 +109,7 @@ def test_needle_found_after_adaptive_selection_where_full_kv_finds_it(full_kv, p
         # Layers up to s keep the whole prompt; deeper layers only the selected 1024 (+ block rounding).
         assert offsets[: layer + 1] == [0] * (layer + 1)
         assert set(offsets[layer + 1 :]) == {tail_offset(4000, 1024, block_size(propagating))}
+        assert made[req_id]["freed_blocks"] > 0  # the KV cache groups after layer s freed their head
         assert "7341928" in answer, answer
 
 
