@@ -115,7 +115,8 @@ HUGE = str(10**26)
         ("--asl-obs-layers", [*BAD_INTEGERS, "0", "1", "29", HUGE]),
         ("--fixed-layer", [*BAD_INTEGERS, "29", HUGE]),
         ("--asl-tau", BAD_NUMBERS),
-        ("--kv-pruner", ["", " ", "h2o", "ASL", "nan", "0", "null", "{}", "gemfilter"]),
+        ("--kv-layer-groups", [*BAD_INTEGERS, "0", "4", "31", HUGE]),
+        ("--kv-pruner", ["", " ", "h2o", "ASL", "nan", "0", "null", "{}"]),
     ],
 )
 def test_fuzzed_flag_values_stop_serve_with_one_line_naming_the_flag(model_path, option, values):

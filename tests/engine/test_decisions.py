@@ -21,6 +21,7 @@ def test_report_of_a_pruned_request():
     report = decision.report()
     assert report == {
         "pruner": "asl",
+        "method": "asl",
         "pruned": True,
         "selection_layer": 17,
         "prompt_tokens": 2500,
@@ -35,6 +36,7 @@ def test_report_of_a_request_the_pruner_did_not_score():
     report = PruneDecision(req_id="r2", pruner="none", num_prompt_tokens=40).report()
     assert report == {
         "pruner": "none",
+        "method": "none",
         "pruned": False,
         "selection_layer": None,
         "prompt_tokens": 40,
@@ -48,3 +50,17 @@ def test_scored_but_unpruned_request_keeps_every_token():
     decision = PruneDecision(req_id="r3", pruner="asl", num_prompt_tokens=900, layer_offsets=[0] * 30)
     report = decision.report()
     assert not report["pruned"] and report["kept_tokens"] == 900 and report["scoring_seconds"] == 0.0
+
+
+def test_two_pass_method_and_group_offsets():
+    decision = PruneDecision(
+        req_id="r4",
+        pruner="asl",
+        num_prompt_tokens=4000,
+        two_pass=True,
+        layer_offsets=[0, 0, 0, 2944, 2944, 2944],
+        layer_groups=[0, 0, 1, 1, 2, 2],
+    )
+    assert decision.report()["method"] == "asl-two-pass"
+    # A group frees only the head none of its layers reads: the smallest offset of its layers.
+    assert decision.group_offsets == [0, 0, 2944]

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.engine.helpers import HAYSTACK_SENTENCES
+from benchmarks.text_sources import haystack_text
 from tests.server.conftest import running_server
 from tests.server.http_client import (
     MODEL,
@@ -84,7 +84,7 @@ def tokenizer(model_path):
 def prompt_ids(tokenizer: Any, index: int, length: int) -> list[int]:
     """Exactly `length` tokens, starting with the request's own words."""
     salt = tokenizer.encode(f"Request {index}: ", add_special_tokens=False)
-    filler = " ".join(HAYSTACK_SENTENCES[i % len(HAYSTACK_SENTENCES)] for i in range(length))
+    filler = haystack_text("noise", length)
     return (salt + tokenizer.encode(filler, add_special_tokens=False))[:length]
 
 
