@@ -29,6 +29,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "asl-B1024": {"kv_pruner": "asl", "kv_budget": 1024},
     "snapkv-B1024": {"kv_pruner": "snapkv", "kv_budget": 1024},
     "fastkv": {"kv_pruner": "fastkv"},
+    "gemfilter": {"kv_pruner": "gemfilter"},
+    "asl-2pass": {"kv_pruner": "asl", "asl_two_pass": True},
 }
 
 

@@ -17,6 +17,7 @@ from asl_vllm.config import PrunerConfig
 from tests.engine.helpers import (
     block_size,
     blocks_held,
+    blocks_held_per_group,
     decisions,
     free_blocks,
     greedy,
@@ -90,8 +91,10 @@ def test_re_run_keeps_the_selected_tokens_in_every_layer_and_frees_the_head(prop
     assert decision["selected_indices"][-32:] == list(range(NUM_TOKENS - 32, NUM_TOKENS))  # the window
     assert decision["layer_offsets"] == [offset] * num_layers
     assert decision["position_offset"] == offset
-    assert decision["freed_blocks"] == offset // bs
-    assert blocks_held(llm, method) == math.ceil(NUM_TOKENS / bs) - offset // bs
+    # Every layer keeps the same tail, so every KV cache group (layer bucket) frees the same head.
+    num_groups = len(scheduler(llm).kv_cache_config.kv_cache_groups)
+    assert decision["freed_blocks_per_group"] == [offset // bs] * num_groups
+    assert blocks_held_per_group(llm, method) == [math.ceil(NUM_TOKENS / bs) - offset // bs] * num_groups
     assert start_free - free_blocks(llm) == blocks_held(llm, method)
     got = _finish(llm, method)
     assert free_blocks(llm) == start_free
