@@ -232,7 +232,7 @@ NAN, INF = math.nan, math.inf
 # Integers beyond 64 bits are refused by vLLM's own transport check, which names `extra_args`.
 TOO_WIDE = (10**30, 2**64, -(2**63) - 1)
 BAD_VALUES = {
-    "kv_pruner": ["", " asl", "ASL", "h2o", "gemfilter", "none\x00", 0, 1.5, NAN, [], ["asl"], None, {}, {"a": 1}],
+    "kv_pruner": ["", " asl", "ASL", "h2o", "none\x00", 0, 1.5, NAN, [], ["asl"], None, {}, {"a": 1}],
     "kv_budget": ["", "512", "lots", None, False, 0, -1, 31, 1.5, 512.0, NAN, INF, -INF, 1e308, 2**31, 4096,
                   [], [256], {}, {"a": 1}, *TOO_WIDE],
     "asl_tau": ["", "0.3", None, 0, -0.0, -1, 1.0000001, 2, NAN, INF, -INF, 10**20, [], [0.3], {}, *TOO_WIDE],
