@@ -74,13 +74,6 @@ def server(model_path, tmp_path_factory):
         yield url, log_path
 
 
-@pytest.fixture(scope="module")
-def tokenizer(model_path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path)
-
-
 def prompt_ids(tokenizer: Any, index: int, length: int) -> list[int]:
     """Exactly `length` tokens, starting with the request's own words."""
     salt = tokenizer.encode(f"Request {index}: ", add_special_tokens=False)
