@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from asl_vllm.config import FLAGS, PRUNERS, PrunerConfig
+from asl_vllm.config import BUDGET_HEADS, FLAGS, PRUNERS, PrunerConfig
 
 
 def _int_at_least(minimum: int):
@@ -97,6 +97,14 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=_tau,
         default=defaults.tau,
         help="Relative rank-variance threshold in (0, 1]; the first layer below it is the selection layer.",
+    )
+    group.add_argument(
+        "--kv-budget-heads",
+        choices=BUDGET_HEADS,
+        default=None,
+        help="How --kv-budget keeps tokens in a layer. shared (default): one set of B tokens for all KV heads, "
+        "ranked by the layer's window scores summed over every head. per-kv-head: each KV head its own B tokens "
+        "(SnapKV's rule).",
     )
     group.add_argument(
         "--asl-two-pass",

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 PrunerName = Literal["none", "asl", "fastkv", "gemfilter", "snapkv"]
+BudgetHeads = Literal["shared", "per-kv-head"]
+# --kv-budget-heads: one kept token set per layer for all KV heads, or one per KV head (SnapKV).
+BUDGET_HEADS: tuple[str, ...] = ("shared", "per-kv-head")
 PRUNERS: tuple[str, ...] = ("none", "asl", "fastkv", "gemfilter", "snapkv")
 ADDITIONAL_CONFIG_KEY = "kv_pruner"
 
@@ -63,6 +66,7 @@ class PrunerConfig:
     fixed_layer: int | None = None
     two_pass: bool = False
     layer_groups: int | None = None
+    budget_heads: BudgetHeads = "shared"
 
     @property
     def enabled(self) -> bool:
@@ -110,6 +114,10 @@ class PrunerConfig:
                 raise PrunerConfigError(flag("fixed_layer"), "applies only to --kv-pruner fastkv or gemfilter")
         if self.pruner == "snapkv" and self.kv_budget is None:
             raise PrunerConfigError(flag("kv_budget"), "--kv-pruner snapkv needs a budget")
+        if self.budget_heads not in BUDGET_HEADS:
+            raise PrunerConfigError(
+                flag("budget_heads"), f"must be one of {', '.join(BUDGET_HEADS)}, got {self.budget_heads!r}"
+            )
         if not isinstance(self.two_pass, bool):
             raise PrunerConfigError(flag("two_pass"), f"must be true or false, got {self.two_pass!r}")
         if self.two_pass and self.pruner != "asl":
@@ -195,6 +203,7 @@ FLAGS: dict[str, str] = {
     "fixed_layer": "--fixed-layer",
     "two_pass": "--asl-two-pass",
     "layer_groups": "--kv-layer-groups",
+    "budget_heads": "--kv-budget-heads",
 }
 
 

@@ -1,8 +1,10 @@
 """The vLLM engine settings a pruner needs, and the ones it cannot work with.
 
 Pruning rewrites a request's KV cache after its prefill step, so anything that
-shares, splits or replays that cache is refused when the user asked for it and
-switched off (with a notice) when it is only vLLM's default.
+shares or replays that cache is refused when the user asked for it and switched
+off (with a notice) when it is only vLLM's default. Everything else stays as
+vLLM sets it: torch.compile and CUDA graphs (only a step that prunes a prefill
+runs eagerly) and chunked prefill (a prompt to be pruned is scheduled whole).
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ _REFUSED_WHEN_ON = {
         "--enable-prefix-caching",
         "pruned blocks cannot be shared with other requests",
     ),
-    "enable_chunked_prefill": (
-        "--enable-chunked-prefill",
-        "a prompt must be scored in one step (chunked prefill is switched off for pruning)",
-    ),
     "async_scheduling": (
         "--async-scheduling",
         "blocks are freed from the step's results, which async scheduling overlaps",
     ),
+    "enable_dbo": (
+        "--enable-dbo",
+        "pruned requests' attention metadata is per request row, which micro-batching splits",
+    ),
 }
+# Token budget headroom beside a prompt of max_model_len tokens when --max-num-seqs is not given.
+DEFAULT_DECODE_HEADROOM = 256
 
 
 def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
@@ -49,8 +53,10 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     ):
         if (getattr(engine_args, field, 1) or 1) > 1:
             raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}")
-    if engine_args.disable_hybrid_kv_cache_manager is True and config.layer_groups != 1 and (
-        config.layer_groups is not None or config.kv_budget is None
+    if (
+        engine_args.disable_hybrid_kv_cache_manager is True
+        and config.layer_groups != 1
+        and (config.layer_groups is not None or config.kv_budget is None)
     ):
         raise PrunerConfigError(
             "--disable-hybrid-kv-cache-manager",
@@ -78,11 +84,17 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
         engine_args.worker_cls = GPU_WORKER
     engine_args.scheduler_cls = SCHEDULER
     engine_args.enable_prefix_caching = False
-    engine_args.enable_chunked_prefill = False
     engine_args.async_scheduling = False
-    if not engine_args.enforce_eager:
-        logger.info("asl-vllm: --kv-pruner %s runs the model eagerly (--enforce-eager)", config.pruner)
-    engine_args.enforce_eager = True
+    if engine_args.max_num_batched_tokens is None:
+        # A prompt is pruned only when its whole prefill runs in one step: let every prompt fit.
+        max_model_len = engine_args.create_model_config().max_model_len
+        engine_args.max_num_batched_tokens = max_model_len + (engine_args.max_num_seqs or DEFAULT_DECODE_HEADROOM)
+        logger.info(
+            "asl-vllm: --max-num-batched-tokens %d so that a prompt of up to --max-model-len (%d) tokens can be "
+            "pruned in one step; set it lower to bound step time (longer prompts are then served unpruned)",
+            engine_args.max_num_batched_tokens,
+            max_model_len,
+        )
 
 
 def resolve_for_model(config: PrunerConfig, engine_args: Any) -> PrunerConfig:

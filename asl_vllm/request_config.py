@@ -21,6 +21,7 @@ REQUEST_KEYS = {
     "asl_tau": "tau",
     "asl_select_k": "select_k",
     "asl_two_pass": "two_pass",
+    "kv_budget_heads": "budget_heads",
 }
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}

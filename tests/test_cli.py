@@ -39,6 +39,7 @@ def test_serve_help_lists_the_pruner_flags():
         "--fixed-layer",
         "--asl-two-pass",
         "--kv-layer-groups",
+        "--kv-budget-heads",
     ):
         assert flag in result.stdout
     assert "{none,asl,fastkv,gemfilter,snapkv}" in result.stdout
@@ -117,6 +118,7 @@ HUGE = str(10**26)
         ("--asl-tau", BAD_NUMBERS),
         ("--kv-layer-groups", [*BAD_INTEGERS, "0", "4", "31", HUGE]),
         ("--kv-pruner", ["", " ", "h2o", "ASL", "nan", "0", "null", "{}"]),
+        ("--kv-budget-heads", ["", " ", "both", "SHARED", "per_kv_head", "null", "1"]),
     ],
 )
 def test_fuzzed_flag_values_stop_serve_with_one_line_naming_the_flag(model_path, option, values):

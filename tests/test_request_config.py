@@ -30,6 +30,8 @@ def test_overrides_apply():
     assert request_config(SERVER, {"asl_two_pass": True}).two_pass
     assert request_config(SERVER, {"asl_two_pass": 1}).two_pass is True  # JSON true through the OpenAI schema
     assert request_config(SERVER, {"asl_two_pass": 0}).two_pass is False
+    assert SERVER.budget_heads == "shared"
+    assert request_config(SERVER, {"kv_budget_heads": "per-kv-head"}).budget_heads == "per-kv-head"
 
 
 def test_switching_pruner_takes_that_pruners_defaults():
@@ -64,6 +66,10 @@ def test_switching_pruner_takes_that_pruners_defaults():
         ({"asl_two_pass": None}, "asl_two_pass"),
         ({"kv_pruner": "fastkv", "asl_two_pass": True}, "asl_two_pass"),
         ({"kv_pruner": "gemfilter", "kv_budget": 2048, "asl_select_k": 1024}, "kv_budget"),
+        ({"kv_budget_heads": "both"}, "kv_budget_heads"),
+        ({"kv_budget_heads": "SHARED"}, "kv_budget_heads"),
+        ({"kv_budget_heads": None}, "kv_budget_heads"),
+        ({"kv_budget_heads": 1}, "kv_budget_heads"),
     ],
 )
 def test_bad_overrides_name_the_request_field(extra, field):

@@ -27,10 +27,9 @@ def write_kept_tokens(
     slots: torch.Tensor,
 ) -> None:
     """keys/values[N, G, d] of one request; kept[G, K]; slots[K] destination slots."""
-    attention.impl.do_kv_cache_update(
-        attention,
-        gather_per_head(keys, kept).contiguous(),
-        gather_per_head(values, kept).contiguous(),
-        attention.kv_cache,
-        slots,
-    )
+    write_tokens(attention, gather_per_head(keys, kept), gather_per_head(values, kept), slots)
+
+
+def write_tokens(attention: Attention, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor) -> None:
+    """keys/values[K, G, d] (several requests' kept tokens at once) into slots[K], by the backend's own op."""
+    attention.impl.do_kv_cache_update(attention, keys.contiguous(), values.contiguous(), attention.kv_cache, slots)

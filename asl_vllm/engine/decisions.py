@@ -59,11 +59,12 @@ class PruneDecision:
 
     @property
     def group_offsets(self) -> list[int]:
-        """Per KV cache group, the first slot any of its layers still reads: its blocks
-        [0, offset / block_size) are free once the prefill step is done."""
+        """Per KV cache group, the first slot its layers read: blocks [0, offset / block_size) are free
+        once the prefill step is done. Every layer of a group reads the same offset (the pruning loop
+        propagates at group boundaries), so one shifted block table per group serves decode."""
         offsets: dict[int, int] = {}
-        for offset, group in zip(self.layer_offsets, self.layer_groups or [0] * len(self.layer_offsets)):
-            offsets[group] = min(offset, offsets.get(group, offset))
+        for offset, group in zip(self.layer_offsets, self.layer_groups or [0] * len(self.layer_offsets), strict=True):
+            assert offsets.setdefault(group, offset) == offset, f"KV cache group {group} mixes KV offsets"
         return [offsets[group] for group in sorted(offsets)]
 
     def kept_tokens_mean(self) -> int:

@@ -6,8 +6,9 @@ attention type normally merge into one group; `LayerBucketSpec` is a full
 attention spec that also carries the index of its bucket of consecutive layers,
 and refuses to merge across buckets, so `get_kv_cache_groups` forms one group
 per bucket (its uniform-page-size path: every bucket has the same layer count
-and page size). The spec is a `FullAttentionSpec` subclass, so vLLM's registry
-manages each group with its own `FullAttentionManager`.
+and page size). Every decoder layer of a pruning engine carries this spec (one
+bucket when there is one group), so vLLM manages each group with
+`asl_vllm.engine.head_manager.PrunedHeadManager`, which frees pruned heads.
 """
 
 from __future__ import annotations
@@ -41,17 +42,15 @@ def bucket_of(layer: int, num_layers: int, num_groups: int) -> int:
     return layer * num_groups // num_layers
 
 
-def bucketed_specs(
-    specs: dict[str, KVCacheSpec], layer_names: list[str], num_groups: int
-) -> dict[str, KVCacheSpec]:
+def bucketed_specs(specs: dict[str, KVCacheSpec], layer_names: list[str], num_groups: int) -> dict[str, KVCacheSpec]:
     """The decoder's full-attention specs, each tagged with its layer's bucket."""
-    if num_groups == 1:
-        return specs
     index = {name: layer for layer, name in enumerate(layer_names)}
     tagged: dict[str, KVCacheSpec] = {}
     for name, spec in specs.items():
         if type(spec) is not FullAttentionSpec or name not in index:
-            raise RuntimeError(f"--kv-layer-groups needs full-attention decoder layers; {name} has {type(spec).__name__}")
+            raise RuntimeError(
+                f"--kv-layer-groups needs full-attention decoder layers; {name} has {type(spec).__name__}"
+            )
         tagged[name] = replace_as(spec, LayerBucketSpec, bucket=bucket_of(index[name], len(layer_names), num_groups))
     return tagged
 

@@ -1,11 +1,21 @@
-"""Model runner mixin: runs the pruned layer loop when a step needs it, else vLLM's forward.
+"""Model runner mixin: the pruning layer loop for a step that prunes a prefill, vLLM's forward for every other.
 
 Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
-build) and overrides only `load_model`, `get_kv_cache_spec`, `initialize_kv_cache`,
-`_update_states`, `execute_model`, `_model_forward` and `sample_tokens`. The decisions of a step travel to the
-scheduler on that step's `ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the
-worker and the scheduler share the engine-core process (tensor and pipeline
-parallelism are refused), so the object arrives as it was built.
+build). Only a step holding a prefill to be pruned leaves vLLM's own path: it
+runs eagerly (`force_eager` in `_determine_batch_execution_and_padding`, the
+per-step switch vLLM already has) through `PruningStep`. Every other step,
+decodes of pruned requests included, runs vLLM's forward in its default mode
+(torch.compile, CUDA graphs); a pruned request differs there only in its
+attention metadata (`OffsetAttentionGroup`, `KVOffsets`) and, for two-pass
+methods, its RoPE positions.
+
+Overrides: `load_model`, `get_kv_cache_spec`, `initialize_attn_backend`,
+`initialize_kv_cache`, `_update_states`, `_prepare_inputs`,
+`_determine_batch_execution_and_padding`, `_model_forward` and
+`sample_tokens`. The decisions of a step travel to the scheduler on that step's
+`ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the worker and the scheduler
+share the engine-core process (tensor and pipeline parallelism are refused), so
+the object arrives as it was built.
 """
 
 from __future__ import annotations
@@ -14,16 +24,18 @@ from collections import deque
 from typing import Any
 
 import torch
+from vllm.config import CUDAGraphMode
 from vllm.v1.attention.backend import CommonAttentionMetadata
 from vllm.v1.kv_cache_interface import KVCacheSpec
 
 from asl_vllm.config import from_vllm_config
+from asl_vllm.engine.attention_groups import OffsetAttentionGroup
 from asl_vllm.engine.attention_layout import StepTables
-from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
-from asl_vllm.engine.pruned_forward import PrunedForward, RequestStep
+from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.request_config import prefill_prune_config
 
 DECISIONS_KEPT = 1024
@@ -32,18 +44,16 @@ DECISIONS_ATTR = "kv_pruner_decisions"
 
 
 class PruningRunnerMixin:
-    """Keeps each pruned request's per-layer KV offsets between steps."""
+    """Keeps each pruned request's per-group KV offsets between steps."""
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
         self.pruner_config = from_vllm_config(self.vllm_config)
         self.pruner_stack = DecoderStack(self.model)
-        self.pruner_capture = AttentionCapture(self.pruner_stack)
-        self.pruned_requests: dict[str, PruneDecision] = {}
         # Bounded: a server that never asks for them must not accumulate them.
         self.pruner_decisions: deque[PruneDecision] = deque(maxlen=DECISIONS_KEPT)
-        self._pruner_in_step = False
         self._step_decisions: list[PruneDecision] = []
+        self._planned_steps: list[RequestStep] | None = None
 
     def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
         """vLLM's specs, tagged with layer buckets so that each bucket is its own KV cache group."""
@@ -56,36 +66,61 @@ class PruningRunnerMixin:
         names = [self.pruner_stack.layer_name(layer) for layer in range(self.pruner_stack.num_layers)]
         return bucketed_specs(super().get_kv_cache_spec(), names, num_groups)
 
+    def initialize_attn_backend(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
+        super().initialize_attn_backend(kv_cache_config, *args, **kwargs)
+        groups = kv_cache_config.kv_cache_groups
+        block_sizes = {group.kv_cache_spec.block_size for group in groups}
+        if len(block_sizes) != 1 or any(len(attn) != 1 for attn in self.attn_groups):
+            raise RuntimeError("KV pruning needs decoder layers in full-attention KV cache groups of one block size")
+        self.kv_offsets = KVOffsets(
+            num_groups=len(groups),
+            block_size=block_sizes.pop(),
+            max_num_reqs=self.max_num_reqs,
+            device=self.device,
+            always_shift=self.compilation_config.cudagraph_mode != CUDAGraphMode.NONE,
+        )
+        self.attn_groups = [
+            [OffsetAttentionGroup.wrap(group, self.kv_offsets) for group in attn] for attn in self.attn_groups
+        ]
+
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
         groups = self.kv_cache_config.kv_cache_groups
         group_of = {name: index for index, group in enumerate(groups) for name in group.layer_names}
         stack = self.pruner_stack
         layer_groups = [group_of.get(stack.layer_name(layer)) for layer in range(stack.num_layers)]
-        block_sizes = {group.kv_cache_spec.block_size for group in groups}
-        if None in layer_groups or len(block_sizes) != 1 or any(len(attn) != 1 for attn in self.attn_groups):
-            raise RuntimeError("KV pruning needs decoder layers in full-attention KV cache groups of one block size")
-        self.pruner_block_size = block_sizes.pop()
-        self.pruned_forward = PrunedForward(
-            stack, self.pruner_capture, self.pruner_block_size, layer_groups, self._build_layer_metadata
+        if None in layer_groups:
+            raise RuntimeError("KV pruning needs every decoder layer in a KV cache group")
+        self.pruning_step = PruningStep(
+            stack,
+            self.kv_offsets.block_size,
+            layer_groups,
+            self._build_layer_metadata,
+            self.pruner_config.window,
+            self.pruner_config.pool_kernel,
         )
 
     def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
-        return self.attn_groups[group][0].build_metadata(common)
+        return self.attn_groups[group][0].build_unshifted(common)
 
     def _update_states(self, scheduler_output: Any) -> Any:
-        for req_id in scheduler_output.finished_req_ids:
-            self.pruned_requests.pop(req_id, None)
-        for req_id in scheduler_output.preempted_req_ids or ():
-            self.pruned_requests.pop(req_id, None)
-        return super()._update_states(scheduler_output)
+        self.kv_offsets.discard(list(scheduler_output.finished_req_ids))
+        self.kv_offsets.discard(list(scheduler_output.preempted_req_ids or ()))
+        result = super()._update_states(scheduler_output)
+        self.kv_offsets.refresh(self.input_batch.req_ids[: self.input_batch.num_reqs])
+        return result
 
-    def execute_model(self, *args: Any, **kwargs: Any) -> Any:
-        self._pruner_in_step = True
-        try:
-            return super().execute_model(*args, **kwargs)
-        finally:
-            self._pruner_in_step = False
+    def _prepare_inputs(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+        result = super()._prepare_inputs(scheduler_output, *args, **kwargs)
+        num_tokens = scheduler_output.total_num_scheduled_tokens
+        self.kv_offsets.shift_positions(self.positions[:num_tokens], self.req_indices.gpu[:num_tokens])
+        self._planned_steps = self._plan_steps()
+        return result
+
+    def _determine_batch_execution_and_padding(self, *args: Any, **kwargs: Any) -> Any:
+        if self._planned_steps is not None:
+            kwargs["force_eager"] = True
+        return super()._determine_batch_execution_and_padding(*args, **kwargs)
 
     def _model_forward(
         self,
@@ -95,7 +130,7 @@ class PruningRunnerMixin:
         inputs_embeds: torch.Tensor | None = None,
         **model_kwargs: Any,
     ) -> Any:
-        steps = self._plan_steps() if self._pruner_in_step else None
+        steps, self._planned_steps = self._planned_steps, None
         if steps is None:
             return super()._model_forward(
                 input_ids=input_ids,
@@ -107,19 +142,18 @@ class PruningRunnerMixin:
         num_reqs = len(steps)
         computed = self.input_batch.num_computed_tokens_cpu_tensor[:num_reqs]
         prompts = self.input_batch.num_prompt_tokens_cpu_tensor[:num_reqs]
-        is_prefilling = computed < prompts
         tables = [
             StepTables(
                 block_table=self.input_batch.block_table[group].get_device_tensor(num_reqs),
-                block_size=self.pruner_block_size,
-                is_prefilling=is_prefilling,
+                block_size=self.kv_offsets.block_size,
+                is_prefilling=computed < prompts,
             )
             for group in range(len(self.kv_cache_config.kv_cache_groups))
         ]
-        hidden, decisions = self.pruned_forward.run(steps, input_ids, positions, inputs_embeds, tables)
+        hidden, decisions = self.pruning_step.run(steps, input_ids, positions, inputs_embeds, tables)
         for decision in decisions:
             if decision.pruned:
-                self.pruned_requests[decision.req_id] = decision
+                self.kv_offsets.add(decision.req_id, PrunedKV(tuple(decision.group_offsets), decision.position_offset))
             self.pruner_decisions.append(decision)
             self._step_decisions.append(decision)
         return hidden
@@ -132,7 +166,7 @@ class PruningRunnerMixin:
         return output
 
     def _plan_steps(self) -> list[RequestStep] | None:
-        """This step's requests; None when none is pruned or pruning (vLLM's own forward runs)."""
+        """This step's requests when one of them is a whole prefill to prune; None otherwise."""
         num_reqs = self.input_batch.num_reqs
         starts = self.query_start_loc.cpu[: num_reqs + 1].tolist()
         computed = self.input_batch.num_computed_tokens_cpu[:num_reqs].tolist()
@@ -143,17 +177,20 @@ class PruningRunnerMixin:
             num_rows = starts[index + 1] - starts[index]
             seq_len = computed[index] + num_rows
             prune_config = None
-            offsets = None
-            position_offset = 0
-            if computed[index] == 0:
-                state = self.requests[req_id]
+            state = self.requests[req_id]
+            if computed[index] == 0 and num_rows == state.num_tokens:
                 prune_config = prefill_prune_config(self.pruner_config, state.sampling_params, seq_len, num_layers)
-            elif req_id in self.pruned_requests:
-                earlier = self.pruned_requests[req_id]
-                offsets, position_offset = earlier.layer_offsets, earlier.position_offset
-            any_pruning |= prune_config is not None or offsets is not None
+            pruned = self.kv_offsets.requests.get(req_id)
+            any_pruning |= prune_config is not None
             steps.append(
-                RequestStep(req_id, starts[index], num_rows, seq_len, prune_config, offsets, position_offset)
+                RequestStep(
+                    req_id,
+                    starts[index],
+                    num_rows,
+                    seq_len,
+                    prune_config,
+                    None if pruned is None else pruned.group_offsets,
+                )
             )
         return steps if any_pruning else None
 

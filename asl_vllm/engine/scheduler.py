@@ -1,13 +1,18 @@
-"""Scheduler that returns a pruned request's freed head blocks to vLLM's block pool.
+"""Scheduler of a pruning engine: whole prefills for prompts to prune, freed heads, decision reports.
 
-After a pruned prefill, every layer keeps its tokens in the tail slots [D, N) of
-the request (`asl_vllm.budget`); the worker reports each layer's D on the step's
-`ModelRunnerOutput`. A KV cache group's blocks [0, D / block_size) are freed
-right after that step, D being the smallest offset among the group's layers
-(one group per bucket of consecutive layers, `asl_vllm.engine.layer_groups`),
-exactly as vLLM's sliding-window manager frees prefix blocks:
-`_remove_blocks_in_range` puts the null block in their place, so block lists
-keep their length and later allocation, preemption and freeing work unchanged.
+A prompt is pruned only when its whole prefill runs in one step, so a request
+that will be pruned is never split by chunked prefill: where vLLM would
+schedule only part of it, it waits for a later step, as with chunked prefill
+off (vLLM 0.32 consults `Scheduler._mamba_block_aligned_split` for every chunk
+it is about to schedule; returning 0 stops the waiting loop). Every other
+request is chunked as vLLM does. A prompt longer than the step's token budget
+can never run whole: it is served unpruned, and the log says so.
+
+After a pruning prefill, every layer of KV cache group g keeps its tokens in
+the tail slots [D_g, N) (`asl_vllm.budget`); the worker reports the offsets on
+the step's `ModelRunnerOutput`. Each group's `PrunedHeadManager` records its
+offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
+`remove_skipped_blocks`.
 
 Each request's decision report (`PruneDecision.report`) rides on its first and
 its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
@@ -22,18 +27,53 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.config import from_vllm_config
+from asl_vllm.engine import head_manager
 from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
 from asl_vllm.engine.model_runner import DECISIONS_ATTR
-from asl_vllm.request_config import requested_pruner
+from asl_vllm.log import logger
+from asl_vllm.request_config import prefill_prune_config, requested_pruner
 
 
 class PruningScheduler(Scheduler):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, vllm_config: Any, **kwargs: Any) -> None:
+        head_manager.register(vllm_config)
+        super().__init__(*args, vllm_config=vllm_config, **kwargs)
         self.pruner_config = from_vllm_config(self.vllm_config)
+        self.pruner_num_layers = self.vllm_config.model_config.hf_config.num_hidden_layers
+        if self.has_mamba_layers:
+            raise RuntimeError("KV pruning does not support models with Mamba layers")
+        # vLLM's per-chunk hook, used here to keep a prompt to prune in one step (see the module docstring).
+        self.need_mamba_block_aligned_split = True
+        threshold = self.scheduler_config.long_prefill_token_threshold
+        self._whole_prefill_limit = min(self.max_num_scheduled_tokens, threshold or self.max_num_scheduled_tokens)
+        self._unpruned_too_long: set[str] = set()
         # Report of each unfinished request, for its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
+
+    def _mamba_block_aligned_split(self, request: Any, num_new_tokens: int, *args: Any, **kwargs: Any) -> int:
+        """0 (wait for a later step) when this would split a prefill that is to be pruned."""
+        remaining = request.num_tokens - request.num_computed_tokens
+        if request.num_computed_tokens or num_new_tokens >= remaining or not self._will_prune(request):
+            return num_new_tokens
+        if request.num_tokens > self._whole_prefill_limit:
+            if request.request_id not in self._unpruned_too_long:
+                self._unpruned_too_long.add(request.request_id)
+                logger.info(
+                    "asl-vllm: request %s is served unpruned: its %d tokens do not fit one step's token budget "
+                    "(%d; --max-num-batched-tokens)",
+                    request.request_id,
+                    request.num_tokens,
+                    self._whole_prefill_limit,
+                )
+            return num_new_tokens
+        return 0
+
+    def _will_prune(self, request: Any) -> bool:
+        config = prefill_prune_config(
+            self.pruner_config, request.sampling_params, request.num_tokens, self.pruner_num_layers
+        )
+        return config is not None
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
@@ -42,7 +82,7 @@ class PruningScheduler(Scheduler):
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
             if request is not None and not request.is_finished():
-                self._free_pruned_head(decision)
+                self._free_pruned_head(request, decision)
                 if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
                     self._pruner_reports[decision.req_id] = decision.report()
             decision.log()
@@ -72,21 +112,25 @@ class PruningScheduler(Scheduler):
                 self._pruner_reports[new.req_id] = report
 
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self._unpruned_too_long.discard(request.request_id)
         kv_transfer_params, ec_transfer_params = super()._free_request(request, *args, **kwargs)
         report = self._pruner_reports.pop(request.request_id, None)
         if report is not None:
             kv_transfer_params = {**(kv_transfer_params or {}), REPORT_KEY: report}
         return kv_transfer_params, ec_transfer_params
 
-    def _free_pruned_head(self, decision: PruneDecision) -> None:
-        """Free, per KV cache group, the head blocks none of its layers reads any more."""
+    def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:
+        """Give each KV cache group's manager the request's head offset; it frees those blocks now."""
         managers = self.kv_cache_manager.coordinator.single_type_managers
         groups = self.kv_cache_config.kv_cache_groups
         freed = []
         for manager, offset in zip(managers, decision.group_offsets, strict=True):
             before = manager.block_pool.get_num_free_blocks()
-            manager._remove_blocks_in_range(decision.req_id, 0, offset // manager.block_size)
+            manager.skip_head(request.request_id, offset)
+            manager.remove_skipped_blocks(request.request_id, request.num_computed_tokens, request.num_prompt_tokens)
             freed.append(manager.block_pool.get_num_free_blocks() - before)
         decision.freed_blocks = sum(freed)
         decision.freed_blocks_per_group = freed
-        decision.freed_kv_bytes = sum(count * group_block_bytes(group) for count, group in zip(freed, groups))
+        decision.freed_kv_bytes = sum(
+            count * group_block_bytes(group) for count, group in zip(freed, groups, strict=True)
+        )

@@ -17,3 +17,7 @@ class PruningWorkerMixin:
     def take_pruner_decisions(self) -> list[dict[str, Any]]:
         """Decisions made since the last call, as plain dicts (reachable by `collective_rpc`)."""
         return [decision.to_dict() for decision in self.model_runner.take_pruner_decisions()]
+
+    def pruning_steps_run(self) -> int:
+        """Steps that ran the pruning layer loop instead of vLLM's forward (reachable by `collective_rpc`)."""
+        return self.model_runner.pruning_step.steps_run

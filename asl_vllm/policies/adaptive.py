@@ -10,12 +10,14 @@ of propagated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.scoring import reference
-from asl_vllm.scoring.layer_scores import LayerScores
-from asl_vllm.scoring.reference import AdaptiveLayerRule, descending_ranks
+from asl_vllm.scoring import dispatch
+from asl_vllm.scoring.reference import AdaptiveLayerRule
+from asl_vllm.scoring.step_scores import StepScores
 
 
 class AdaptiveLayerPolicy:
@@ -33,11 +35,33 @@ class AdaptiveLayerPolicy:
     def wants_scores(self, layer: int) -> bool:
         return not self.decided and layer >= self.rule.first_observed_layer
 
-    def observe(self, layer: int, scores: LayerScores) -> bool:
-        if not self.wants_scores(layer):
-            return False
-        self.decided = self.rule.observe(layer, descending_ranks(self.token_scores(scores)))
-        return self.decided
+    @classmethod
+    def observe_all(
+        cls, layer: int, policies: Sequence[AdaptiveLayerPolicy], scores: StepScores, rows: Sequence[int]
+    ) -> list[bool]:
+        """One batched rank and rank-variance computation, and one read of the variances, for all requests."""
+        lengths = [scores.lengths[row] for row in rows]
+        ranks = dispatch.batch_ranks(scores.token_scores[list(rows)], lengths)
+        deciding = [
+            index for index, policy in enumerate(policies) if policy.rule.push(layer, ranks[index, : lengths[index]])
+        ]
+        chosen = [False] * len(policies)
+        if not deciding:
+            return chosen
+        width = max(lengths[index] for index in deciding)
+        history = torch.zeros(
+            len(deciding), policies[deciding[0]].rule.obs_layers, width, dtype=ranks.dtype, device=ranks.device
+        )
+        for slot, index in enumerate(deciding):
+            for depth, layer_ranks in enumerate(policies[index].rule.history):
+                history[slot, depth, : layer_ranks.shape[0]] = layer_ranks
+        variances = dispatch.batch_rank_variance(
+            history, [lengths[index] for index in deciding], [policies[index].rule.top for index in deciding]
+        ).tolist()
+        for index, variance in zip(deciding, variances, strict=True):
+            policy = policies[index]
+            chosen[index] = policy.decided = policy.rule.decide(layer, variance)
+        return chosen
 
-    def token_scores(self, scores: LayerScores) -> torch.Tensor:
-        return reference.token_scores(scores.pooled)
+    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        return scores.token_scores[row, : scores.lengths[row]]

@@ -1,13 +1,14 @@
-"""The policy interface and the factory the engine calls once per prefill."""
+"""The policy interface and the factory the engine calls once per pruning prefill."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.scoring.layer_scores import LayerScores
+from asl_vllm.scoring.step_scores import StepScores
 
 
 class SelectionPolicy(Protocol):
@@ -20,13 +21,17 @@ class SelectionPolicy(Protocol):
     two_pass: bool
 
     def wants_scores(self, layer: int) -> bool:
-        """Whether `observe` needs this layer's scores."""
+        """Whether `observe_all` needs this layer's scores."""
 
-    def observe(self, layer: int, scores: LayerScores) -> bool:
-        """Feed this layer's scores; True when `layer` is the selection layer."""
+    @classmethod
+    def observe_all(
+        cls, layer: int, policies: Sequence[SelectionPolicy], scores: StepScores, rows: Sequence[int]
+    ) -> list[bool]:
+        """Feed `layer`'s scores to several requests' policies of this class at once (policy i reads
+        row rows[i] of `scores`); True for each whose selection layer this is."""
 
-    def token_scores(self, scores: LayerScores) -> torch.Tensor:
-        """[N - w]: what the past tokens are ranked by at the selection layer (top ones kept)."""
+    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        """[M]: what the past tokens of row `row` are ranked by at the selection layer (top ones kept)."""
 
 
 def make_policy(config: PrunerConfig) -> SelectionPolicy:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from asl_vllm.scoring import reference
-from asl_vllm.scoring.layer_scores import LayerScores
+from asl_vllm.scoring.step_scores import StepScores
 
 
 class FixedLayerPolicy:
@@ -19,11 +20,14 @@ class FixedLayerPolicy:
     def wants_scores(self, layer: int) -> bool:
         return layer == self.layer
 
-    def observe(self, layer: int, scores: LayerScores) -> bool:
-        return layer == self.layer
+    @classmethod
+    def observe_all(
+        cls, layer: int, policies: Sequence[FixedLayerPolicy], scores: StepScores, rows: Sequence[int]
+    ) -> list[bool]:
+        return [layer == policy.layer for policy in policies]
 
-    def token_scores(self, scores: LayerScores) -> torch.Tensor:
-        return reference.token_scores(scores.pooled)
+    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        return scores.token_scores[row, : scores.lengths[row]]
 
 
 class GemFilterPolicy(FixedLayerPolicy):
@@ -32,8 +36,8 @@ class GemFilterPolicy(FixedLayerPolicy):
 
     two_pass = True
 
-    def token_scores(self, scores: LayerScores) -> torch.Tensor:
-        return scores.gemfilter
+    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        return scores.gemfilter(row)
 
 
 class NoSelectionPolicy:
@@ -44,8 +48,11 @@ class NoSelectionPolicy:
     def wants_scores(self, layer: int) -> bool:
         return False
 
-    def observe(self, layer: int, scores: LayerScores) -> bool:
-        return False
+    @classmethod
+    def observe_all(
+        cls, layer: int, policies: Sequence[NoSelectionPolicy], scores: StepScores, rows: Sequence[int]
+    ) -> list[bool]:
+        return [False] * len(policies)
 
-    def token_scores(self, scores: LayerScores) -> torch.Tensor:
-        return reference.token_scores(scores.pooled)
+    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        return scores.token_scores[row, : scores.lengths[row]]

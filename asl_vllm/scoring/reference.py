@@ -47,15 +47,16 @@ def window_histogram(q_win: torch.Tensor, keys: torch.Tensor, scale: float) -> t
     if q_win.dim() != 3:
         raise ValueError(f"q_win must be [w, H, d], got {tuple(q_win.shape)}")
     _check_attention_shapes(q_win, keys)
-    window, num_heads, _ = q_win.shape
+    window, num_heads, dim = q_win.shape
     num_tokens, num_kv_heads, _ = keys.shape
     if window > num_tokens:
         raise ValueError(f"window {window} exceeds the {num_tokens} tokens; pass w = min(window, N)")
-    grouped = q_win.float().view(window, num_kv_heads, num_heads // num_kv_heads, -1)  # [w, G, H / G, d]
-    logits = torch.einsum("wgmd,ngd->gmwn", grouped, keys.float()).reshape(num_heads, window, num_tokens) * scale
-    row_position = torch.arange(num_tokens - window, num_tokens, device=keys.device).view(window, 1)
-    future = torch.arange(num_tokens, device=keys.device).view(1, num_tokens) > row_position
-    logits = logits.masked_fill(future, float("-inf"))
+    group = num_heads // num_kv_heads
+    # [G, group * w, d] @ [G, d, N]: each KV head's keys are read once for all the query heads that share them.
+    grouped = q_win.float().view(window, num_kv_heads, group, dim).permute(1, 2, 0, 3).reshape(num_kv_heads, -1, dim)
+    logits = torch.bmm(grouped, keys.float().permute(1, 2, 0)).mul_(scale).view(num_heads, window, num_tokens)
+    future = torch.ones(window, window, dtype=torch.bool, device=keys.device).triu_(1)
+    logits[:, :, num_tokens - window :].masked_fill_(future, float("-inf"))
     return torch.softmax(logits, dim=-1).sum(dim=1)[:, : num_tokens - window]
 
 
@@ -153,15 +154,22 @@ class AdaptiveLayerRule:
 
     def observe(self, layer: int, ranks: torch.Tensor) -> bool:
         """Feed `layer`'s ranks[M]; True when `layer` is the selection layer."""
+        if not self.push(layer, ranks):
+            return False
+        return self.decide(layer, rank_variance(torch.stack(list(self.history)), self.top))
+
+    def push(self, layer: int, ranks: torch.Tensor) -> bool:
+        """Keep `layer`'s ranks[M]; True when `layer` >= min_layer, whose variance `decide` needs."""
         if self.selected_layer is not None:
             raise RuntimeError(f"selection layer already chosen ({self.selected_layer})")
         if layer != self._next_layer:
             raise ValueError(f"expected layer {self._next_layer}, got {layer}: observe consecutive layers")
         self._next_layer += 1
         self.history.append(ranks)
-        if layer < self.min_layer:
-            return False
-        variance = rank_variance(torch.stack(list(self.history)), self.top)
+        return layer >= self.min_layer
+
+    def decide(self, layer: int, variance: float) -> bool:
+        """With v(layer), the rank variance of the kept history: True when `layer` is the selection layer."""
         self.variances[layer] = variance
         if layer == self.min_layer:
             self.reference = variance
@@ -198,6 +206,20 @@ def snapkv_select(kv_scores: torch.Tensor, num_tokens: int, keep: int, window: i
     if kv_scores.dim() != 2:
         raise ValueError(f"kv_scores must be [G, M], got {tuple(kv_scores.shape)}")
     return torch.stack([select_tokens(row, num_tokens, keep, window) for row in kv_scores])
+
+
+def budget_select(kv_scores: torch.Tensor, num_tokens: int, keep: int, window: int, shared: bool) -> torch.Tensor:
+    """The budget rule: kv_scores[G, M] -> LongTensor[G, min(keep, N)], the tokens each KV head keeps.
+
+    Per KV head (`shared=False`): SnapKV's rule, each KV head its own top tokens
+    by the scores of the query heads that read it. Shared: one set for all KV
+    heads, ranked by the sum over every head (ASL's token score), so a span
+    that one head group attends to survives in all of them.
+    """
+    if not shared:
+        return snapkv_select(kv_scores, num_tokens, keep, window)
+    kept = select_tokens(kv_scores.sum(dim=0), num_tokens, keep, window)
+    return kept.view(1, -1).expand(kv_scores.shape[0], -1)
 
 
 def gemfilter_scores(

@@ -39,23 +39,39 @@ def haystack_tokens(
     )
 
 
+def layer_loop_steps(llm: LLM) -> int:
+    """Steps the worker ran through the pruning layer loop instead of vLLM's own forward."""
+    (count,) = llm.collective_rpc("pruning_steps_run")
+    return count
+
+
 def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=ignore_eos, extra_args=extra_args or None)
 
 
-def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:
-    """Add all requests, step the engine until they finish; token ids by request id."""
+def add_request(llm: LLM, req_id: str, token_ids: list[int], params: SamplingParams) -> None:
     # Per-request settings are checked against the last engine built in this process: make it this one.
     set_server_config(getattr(scheduler(llm), "pruner_config", None) or PrunerConfig())
+    llm.llm_engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params)
+
+
+def run_requests(llm: LLM, prompts: dict[str, list[int]], params: dict[str, SamplingParams]) -> dict[str, list[int]]:
+    """Add all requests, step the engine until they finish; token ids by request id."""
     engine = llm.llm_engine
     for req_id, token_ids in prompts.items():
-        engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params[req_id])
+        add_request(llm, req_id, token_ids, params[req_id])
     outputs: dict[str, list[int]] = {}
     while engine.has_unfinished_requests():
         for output in engine.step():
             if output.finished:
                 outputs[output.request_id] = list(output.outputs[0].token_ids)
     return outputs
+
+
+def generate_one(llm: LLM, req_id: str, prompt: list[int], max_tokens: int, **extra_args: Any) -> list[int]:
+    """One greedy request through the engine alone (`ignore_eos`): its token ids."""
+    params = greedy(max_tokens, ignore_eos=True, **extra_args)
+    return run_requests(llm, {req_id: prompt}, {req_id: params})[req_id]
 
 
 def run_counting_preemptions(llm: LLM) -> tuple[dict[str, int], int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from asl_vllm.engine.decisions import PruneDecision
 
 
@@ -58,9 +60,21 @@ def test_two_pass_method_and_group_offsets():
         pruner="asl",
         num_prompt_tokens=4000,
         two_pass=True,
-        layer_offsets=[0, 0, 0, 2944, 2944, 2944],
+        layer_offsets=[0, 0, 2944, 2944, 2944, 2944],
         layer_groups=[0, 0, 1, 1, 2, 2],
     )
     assert decision.report()["method"] == "asl-two-pass"
-    # A group frees only the head none of its layers reads: the smallest offset of its layers.
-    assert decision.group_offsets == [0, 0, 2944]
+    assert decision.group_offsets == [0, 2944, 2944]
+
+
+def test_a_group_whose_layers_read_different_offsets_is_refused():
+    """Decode presents each KV cache group with one shifted block table: its layers must agree."""
+    decision = PruneDecision(
+        req_id="r5",
+        pruner="asl",
+        num_prompt_tokens=4000,
+        layer_offsets=[0, 0, 0, 2944, 2944, 2944],
+        layer_groups=[0, 0, 1, 1, 2, 2],
+    )
+    with pytest.raises(AssertionError, match="KV cache group 1 mixes KV offsets"):
+        decision.group_offsets

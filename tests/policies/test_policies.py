@@ -7,15 +7,18 @@ import torch
 
 from asl_vllm.config import PrunerConfig
 from asl_vllm.policies import make_policy
+from asl_vllm.policies.adaptive import AdaptiveLayerPolicy
 from asl_vllm.scoring import reference as ref
-from asl_vllm.scoring.layer_scores import LayerScores
+from asl_vllm.scoring.step_scores import StepScores
 
 
-def _scores(seed: int = 0) -> LayerScores:
+def _scores(seed: int = 0, counts: tuple[int, ...] = (80,)) -> StepScores:
     generator = torch.Generator().manual_seed(seed)
-    query = torch.randn(80, 9, 16, generator=generator)
-    keys = torch.randn(80, 3, 16, generator=generator)
-    return LayerScores(query, keys, scale=0.25, window=32, pool_kernel=7)
+    total = sum(counts)
+    query = torch.randn(total, 9, 16, generator=generator)
+    keys = torch.randn(total, 3, 16, generator=generator)
+    starts = [sum(counts[:index]) for index in range(len(counts))]
+    return StepScores(query, keys, starts, counts, scale=0.25, window=32, pool_kernel=7)
 
 
 def _policy(**settings):
@@ -27,16 +30,17 @@ def test_gemfilter_selects_at_its_filter_layer_by_the_last_query_and_re_runs():
     scores = _scores()
     assert policy.two_pass
     assert [layer for layer in range(30) if policy.wants_scores(layer)] == [12]
-    assert not policy.observe(11, scores) and policy.observe(12, scores)
-    torch.testing.assert_close(policy.token_scores(scores), ref.gemfilter_scores(scores.query[-1], scores.keys, 32))
+    assert type(policy).observe_all(11, [policy], scores, [0]) == [False]
+    assert type(policy).observe_all(12, [policy], scores, [0]) == [True]
+    torch.testing.assert_close(policy.token_scores(scores, 0), ref.gemfilter_scores(scores.query[-1], scores.keys, 32))
 
 
 def test_fastkv_selects_at_its_layer_by_the_window_score_and_propagates():
     policy = _policy(pruner="fastkv", fixed_layer=14)
     scores = _scores()
     assert not policy.two_pass
-    assert policy.observe(14, scores)
-    torch.testing.assert_close(policy.token_scores(scores), ref.token_scores(scores.pooled))
+    assert type(policy).observe_all(14, [policy], scores, [0]) == [True]
+    torch.testing.assert_close(policy.token_scores(scores, 0), scores.token_scores[0])
 
 
 @pytest.mark.parametrize("two_pass", [False, True])
@@ -46,9 +50,41 @@ def test_asl_two_pass_uses_the_adaptive_rule_unchanged(two_pass):
     assert policy.two_pass == two_pass
     observed = [layer for layer in range(30) if policy.wants_scores(layer)]
     assert observed[0] == 2  # min_layer 9 - obs_layers 8 + 1
-    chosen = next(layer for layer in observed if policy.observe(layer, _scores(layer)))
+    chosen = next(
+        layer for layer in observed if AdaptiveLayerPolicy.observe_all(layer, [policy], _scores(layer), [0])[0]
+    )
     assert chosen >= 10
-    torch.testing.assert_close(policy.token_scores(_scores()), ref.token_scores(_scores().pooled))
+
+
+def test_asl_batch_decides_each_request_as_it_would_alone():
+    """Requests of different lengths and taus, observed together, pick the layers each picks alone."""
+    settings = [{"tau": 1.0, "select_k": 40}, {"tau": 1.0, "select_k": 60}, {"tau": 0.98, "select_k": 36}]
+    counts = (80, 120, 64)
+    together = [_policy(pruner="asl", **each) for each in settings]
+    alone = [_policy(pruner="asl", **each) for each in settings]
+    chosen_together: dict[int, int] = {}
+    chosen_alone: dict[int, int] = {}
+    for layer in range(2, 30):
+        scores = _scores(layer, counts)
+        members = [index for index, policy in enumerate(together) if policy.wants_scores(layer)]
+        picked = AdaptiveLayerPolicy.observe_all(layer, [together[index] for index in members], scores, members)
+        chosen_together.update({index: layer for index, hit in zip(members, picked, strict=True) if hit})
+        for index, policy in enumerate(alone):
+            if policy.wants_scores(layer):
+                # The same request scored on its own rows only.
+                single = StepScores(
+                    scores.query[scores.starts[index] : scores.starts[index] + counts[index]],
+                    scores.keys[scores.starts[index] : scores.starts[index] + counts[index]],
+                    [0],
+                    [counts[index]],
+                    scale=0.25,
+                    window=32,
+                    pool_kernel=7,
+                )
+                if AdaptiveLayerPolicy.observe_all(layer, [policy], single, [0])[0]:
+                    chosen_alone[index] = layer
+    assert chosen_together == chosen_alone
+    assert len(chosen_together) == 3
 
 
 def test_snapkv_never_selects():

@@ -1,0 +1,77 @@
+"""The window scores of a step's pruning prefills at one layer, each computed on first use.
+
+Each request's rows are one contiguous range of the layer's q and k (the
+step's dense tensors, RoPE applied). All requests are scored together: the
+keys are presented to the batched window-histogram operation as a paged cache
+of block size 1 whose block-table row r lists request r's rows, so one launch
+(a Triton kernel on CUDA, `asl_vllm.scoring.paged` elsewhere) serves the whole
+batch. ASL and FastKV rank by the pooled window attention summed over all
+heads, a per-layer budget keeps tokens by the pooled scores per KV head, and
+GemFilter ranks by the last query's raw QK^T; only what is asked for is
+computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from asl_vllm.scoring import dispatch
+from asl_vllm.scoring.reference import gemfilter_scores
+
+
+class StepScores:
+    def __init__(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        starts: Sequence[int],
+        counts: Sequence[int],
+        scale: float,
+        window: int,
+        pool_kernel: int,
+    ) -> None:
+        """query[T, H, d], keys[T, G, d]; request r owns rows [starts[r], starts[r] + counts[r])."""
+        self.query = query
+        self.keys = keys
+        self.starts = list(starts)
+        self.counts = list(counts)
+        self.scale = scale
+        self.window = window
+        self.pool_kernel = pool_kernel
+        # Past tokens M_r = N_r - min(window, N_r) each request scores.
+        self.lengths = [count - min(window, count) for count in self.counts]
+
+    @cached_property
+    def kv_scores(self) -> torch.Tensor:
+        """[R, G, max M]: pooled window histogram per query head, summed per KV head (zero after M_r)."""
+        device = self.keys.device
+        count = max(self.counts)
+        starts = torch.tensor(self.starts, dtype=torch.int64, device=device).view(-1, 1)
+        counts = torch.tensor(self.counts, dtype=torch.int64, device=device).view(-1, 1)
+        columns = torch.arange(count, device=device).view(1, -1)
+        table = (starts + columns).clamp_(max=self.keys.shape[0] - 1).to(torch.int32)
+        window = min(self.window, count)
+        first_window_row = starts + counts - counts.clamp(max=window)
+        # Row i of request r is its query N_r - w_r + i; rows i >= w_r are padding, never read.
+        window_rows = (first_window_row + torch.arange(window, device=device).view(1, -1)).clamp_(
+            max=self.query.shape[0] - 1
+        )
+        q_win = self.query[window_rows]  # [R, w, H, d]
+        hist = dispatch.paged_window_histogram(
+            q_win, self.keys.unsqueeze(1), table, counts.view(-1).to(torch.int32), self.scale
+        )
+        return dispatch.pool_and_group(hist, self.lengths, self.pool_kernel, self.keys.shape[1])
+
+    @cached_property
+    def token_scores(self) -> torch.Tensor:
+        """[R, max M]: ASL's one score per past token, summed over every query head."""
+        return self.kv_scores.sum(dim=1)
+
+    def gemfilter(self, request: int) -> torch.Tensor:
+        """[M_r]: GemFilter's last-query inner products of request r, summed over heads and pooled."""
+        start, count = self.starts[request], self.counts[request]
+        keys = self.keys[start : start + count]
+        return gemfilter_scores(self.query[start + count - 1], keys, self.window)

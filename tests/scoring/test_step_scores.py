@@ -1,0 +1,54 @@
+"""StepScores: a batch of requests scored together equals the reference on each request's own rows."""
+
+from __future__ import annotations
+
+import torch
+
+from asl_vllm.scoring import reference as ref
+from asl_vllm.scoring.step_scores import StepScores
+
+NUM_HEADS, NUM_KV_HEADS, DIM = 9, 3, 16
+
+
+def _rows(num_tokens: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(num_tokens, NUM_HEADS, DIM, generator=generator),
+        torch.randn(num_tokens, NUM_KV_HEADS, DIM, generator=generator),
+    )
+
+
+def _reference_kv_scores(query: torch.Tensor, keys: torch.Tensor, window: int) -> torch.Tensor:
+    w = min(window, keys.shape[0])
+    pooled = ref.pool_scores(ref.window_histogram(query[-w:], keys, 0.25), 7)
+    return ref.kv_head_scores(pooled, NUM_KV_HEADS)
+
+
+def test_each_request_of_a_batch_equals_the_reference_on_its_rows():
+    # Three requests of different lengths (one shorter than the window) between rows of other requests.
+    counts, gaps = [100, 20, 57], [3, 0, 11]
+    query, keys = _rows(sum(counts) + sum(gaps) + 5)
+    starts, row = [], 0
+    for count, gap in zip(counts, gaps, strict=True):
+        row += gap
+        starts.append(row)
+        row += count
+    scores = StepScores(query, keys, starts, counts, scale=0.25, window=32, pool_kernel=7)
+    assert scores.lengths == [68, 0, 25]
+    assert scores.kv_scores.shape == (3, NUM_KV_HEADS, 68)
+    for r, (start, count) in enumerate(zip(starts, counts, strict=True)):
+        expected = _reference_kv_scores(query[start : start + count], keys[start : start + count], 32)
+        length = scores.lengths[r]
+        torch.testing.assert_close(scores.kv_scores[r, :, :length], expected)
+        torch.testing.assert_close(scores.token_scores[r, :length], ref.token_scores(expected))
+        assert not scores.kv_scores[r, :, length:].any()  # padding after M_r stays zero
+        torch.testing.assert_close(
+            scores.gemfilter(r), ref.gemfilter_scores(query[start + count - 1], keys[start : start + count], 32)
+        )
+
+
+def test_scores_are_computed_once():
+    query, keys = _rows(80)
+    scores = StepScores(query, keys, [0], [80], scale=0.25, window=32, pool_kernel=7)
+    assert scores.kv_scores is scores.kv_scores
+    assert scores.token_scores is scores.token_scores
