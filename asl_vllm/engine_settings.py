@@ -14,6 +14,7 @@ from typing import Any
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
 from asl_vllm.log import logger
+from asl_vllm.scoring.kv_layout import kv_cache_dtype_problem
 
 CPU_WORKER = "asl_vllm.engine.worker.PruningCPUWorker"
 GPU_WORKER = "asl_vllm.engine.gpu_worker.PruningGPUWorker"
@@ -43,6 +44,8 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     for field, (option, why) in _REFUSED_WHEN_ON.items():
         if getattr(engine_args, field, None) is True:
             raise PrunerConfigError(option, f"cannot be used with --kv-pruner {config.pruner}: {why}")
+    if problem := kv_cache_dtype_problem(getattr(engine_args, "kv_cache_dtype", "auto")):
+        raise PrunerConfigError("--kv-cache-dtype", f"cannot be used with --kv-pruner {config.pruner}: {problem}")
     if engine_args.speculative_config:
         raise PrunerConfigError(
             "--speculative-config", f"speculative decoding is not supported with --kv-pruner {config.pruner}"

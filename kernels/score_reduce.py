@@ -2,7 +2,9 @@
 
 Ranks themselves come from one stable library sort over the padded batch
 (`asl_vllm.scoring.paged.batch_ranks`, a radix sort on CUDA); these kernels do
-the stencil and the reductions around it for many requests at once.
+the stencil and the reductions around it for many requests at once. Widths
+and the strides that follow them are not specialised on, so the start-up
+compile (`asl_vllm.scoring.warmup`) serves every prompt length.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def _lengths_tensor(lengths: Lengths, device: torch.device) -> torch.Tensor:
     return torch.tensor(as_list(lengths), dtype=torch.int32, device=device)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["width", "stride_hr", "stride_hh", "stride_or", "stride_og"])
 def _pool_group_kernel(
     hist_ptr, lengths_ptr, out_ptr, width,
     stride_hr, stride_hh, stride_hm, stride_or, stride_og,
@@ -56,7 +58,7 @@ def pool_and_group(hist: torch.Tensor, lengths: Lengths, kernel: int, num_kv_hea
     return out
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_rr", "stride_rl", "stride_pr"])
 def _rank_variance_kernel(
     ranks_ptr, lengths_ptr, tops_ptr, total_ptr, count_ptr,
     num_layers, chunk, stride_rr, stride_rl, stride_pr,

@@ -1,4 +1,4 @@
-"""CUDA worker named by `--kv-pruner`: vLLM's V1 GPU worker with the pruning model runner."""
+"""CUDA worker named by `--kv-pruner`: vLLM's V1 GPU worker building the pruning model runner."""
 
 from __future__ import annotations
 
@@ -14,4 +14,8 @@ class PruningGPUModelRunner(PruningRunnerMixin, GPUModelRunner):
 
 
 class PruningGPUWorker(PruningWorkerMixin, Worker):
-    runner_cls = PruningGPUModelRunner
+    def _make_model_runner(self) -> PruningGPUModelRunner:
+        """vLLM's own factory, so the worker builds one runner: ours (the V1 runner, which the plugin pins)."""
+        if self.use_v2_model_runner:
+            raise RuntimeError("KV pruning extends vLLM's V1 model runner; unset VLLM_USE_V2_MODEL_RUNNER")
+        return PruningGPUModelRunner(self.vllm_config, self.device)

@@ -37,6 +37,7 @@ from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.request_config import prefill_prune_config
+from asl_vllm.scoring.kv_layout import check_backend
 
 DECISIONS_KEPT = 1024
 # ModelRunnerOutput attribute carrying the step's `PruneDecision`s to the scheduler.
@@ -85,6 +86,7 @@ class PruningRunnerMixin:
 
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
+        check_backend(*(group.backend.get_name() for groups in self.attn_groups for group in groups))
         groups = self.kv_cache_config.kv_cache_groups
         group_of = {name: index for index, group in enumerate(groups) for name in group.layer_names}
         stack = self.pruner_stack

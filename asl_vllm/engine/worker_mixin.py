@@ -1,4 +1,4 @@
-"""What the CPU and CUDA pruning workers share: they swap in the pruning model runner."""
+"""What the CPU and CUDA pruning workers share: reporting the pruner's decisions."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ from typing import Any
 
 
 class PruningWorkerMixin:
-    """Mixed into a vLLM worker class; `runner_cls` is that platform's pruning model runner."""
-
-    runner_cls: type
-
-    def init_device(self) -> None:
-        super().init_device()
-        self.model_runner = self.runner_cls(self.vllm_config, self.device)
+    """Mixed into a vLLM worker class whose model runner is a pruning model runner."""
 
     def take_pruner_decisions(self) -> list[dict[str, Any]]:
         """Decisions made since the last call, as plain dicts (reachable by `collective_rpc`)."""

@@ -14,6 +14,7 @@ from types import ModuleType
 import torch
 
 from asl_vllm.scoring import paged, reference
+from asl_vllm.scoring.kv_layout import DENSE, KVLayout
 from asl_vllm.scoring.paged import Lengths, batch_ranks, past_lengths
 
 __all__ = [
@@ -49,11 +50,23 @@ def _module(tensor: torch.Tensor, name: str) -> ModuleType:
 
 
 def paged_window_histogram(
-    q_win: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor, scale: float
+    q_win: torch.Tensor,
+    k_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    layout: KVLayout = DENSE,
+    k_scale: float = 1.0,
 ) -> torch.Tensor:
-    """q_win[R, window, H, d], k_cache[blocks, block_size, G, d] -> hist[R, H, max M] fp32."""
+    """q_win[R, window, H, d], K [blocks, block_size, G, d] -> hist[R, H, max M] fp32.
+
+    DENSE: `k_cache` is the K view itself (a step's dense keys [T, G, d] are
+    `keys.view(T, 1, G, d)` with `block_table[r, j] = row_start_r + j`); a
+    backend's layout: `k_cache` is the layer's vLLM cache tensor and
+    `k_scale` its per-tensor fp8 scale (`layer._k_scale_float`).
+    """
     module = _module(q_win, "window_scores")
-    return module.paged_window_histogram(q_win, k_cache, block_table, seq_lens, scale)
+    return module.paged_window_histogram(q_win, k_cache, block_table, seq_lens, scale, layout, k_scale)
 
 
 def window_histogram(q_win: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
@@ -82,7 +95,15 @@ def batch_rank_variance(ranks: torch.Tensor, lengths: Lengths, tops: Lengths) ->
 
 
 def compact_tail(
-    k_cache: torch.Tensor, v_cache: torch.Tensor, block_row: torch.Tensor, kept: torch.Tensor, end_slot: int
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_row: torch.Tensor,
+    kept: torch.Tensor,
+    end_slot: int,
+    layout: KVLayout = DENSE,
 ) -> None:
-    """In place: per KV head, kept[g] slots (ascending) move to slots [end_slot - K, end_slot)."""
-    _module(k_cache, "compaction").compact_tail(k_cache, v_cache, block_row, kept, end_slot)
+    """In place: per KV head, kept[g] slots (ascending) move to slots [end_slot - K, end_slot).
+
+    DENSE: K and V views; a backend's layout: the layer's cache tensor as `k_cache`, `v_cache` None.
+    """
+    _module(k_cache, "compaction").compact_tail(k_cache, v_cache, block_row, kept, end_slot, layout)

@@ -2,8 +2,10 @@
 
 The Triton kernels in `asl_vllm.kernels` have the same contracts and are tested
 against these. Layouts:
-- `k_cache`/`v_cache[num_blocks, block_size, G, d]`: any strided view (vLLM's
-  backends differ in where the K/V and head axes sit);
+- `k_cache`/`v_cache[num_blocks, block_size, G, d]`: any strided view, or, with
+  a backend's `layout` (`asl_vllm.scoring.kv_layout`), `k_cache` is a layer's
+  whole vLLM cache tensor and the K/V views are taken the way that backend
+  splits it; fp8 keys are dequantized with the layer's `k_scale`;
 - `block_table[R, max_blocks]` int32: slot s of request r is
   `cache[block_table[r, s // block_size], s % block_size]`;
 - `seq_lens[R]` int32: N_r; w_r = min(window, N_r); M_r = N_r - w_r past tokens;
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from asl_vllm.scoring.kv_layout import DENSE, KVLayout, as_bits, key_view, kv_pair
 from asl_vllm.scoring.reference import (
     descending_order,
     kv_head_scores,
@@ -57,8 +60,11 @@ def paged_window_histogram(
     block_table: torch.Tensor,
     seq_lens: torch.Tensor,
     scale: float,
+    layout: KVLayout = DENSE,
+    k_scale: float = 1.0,
 ) -> torch.Tensor:
     """-> hist[R, H, max_r M_r] fp32: `reference.window_histogram` of each request, window = q_win.shape[1]."""
+    k_cache = key_view(k_cache, layout)
     num_reqs, window, num_heads, _ = q_win.shape
     lengths = as_list(seq_lens)
     width = max((n - min(window, n) for n in lengths), default=0)
@@ -66,7 +72,7 @@ def paged_window_histogram(
     for r, num_tokens in enumerate(lengths):
         w = min(window, num_tokens)
         if num_tokens > w:
-            keys = gather_tokens(k_cache, block_table[r], 0, num_tokens)
+            keys = gather_tokens(k_cache, block_table[r], 0, num_tokens).float() * k_scale
             out[r, :, : num_tokens - w] = window_histogram(q_win[r, :w], keys, scale)
     return out
 
@@ -119,9 +125,17 @@ def check_compaction(kept: torch.Tensor, end_slot: int) -> None:
 
 
 def compact_tail(
-    k_cache: torch.Tensor, v_cache: torch.Tensor, block_row: torch.Tensor, kept: torch.Tensor, end_slot: int
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_row: torch.Tensor,
+    kept: torch.Tensor,
+    end_slot: int,
+    layout: KVLayout = DENSE,
 ) -> None:
     """In place, one request and one layer: per KV head g, slot kept[g, j] moves to slot end_slot - K + j.
+
+    DENSE: `k_cache` and `v_cache` are the K and V views; a backend's layout:
+    `k_cache` is the layer's cache tensor and `v_cache` None.
 
     `kept[G, K]` holds slots of the request (rows strictly ascending, < end_slot);
     they land in the tail [end_slot - K, end_slot) in their original order.
@@ -131,6 +145,7 @@ def compact_tail(
     is the source of some j' > j, already moved when walking j downwards.
     """
     check_compaction(kept, end_slot)
+    k_cache, v_cache = (as_bits(view) for view in kv_pair(k_cache, v_cache, layout))
     first = end_slot - kept.shape[1]
     destination = slot_index(k_cache, block_row, torch.arange(first, end_slot))
     heads = torch.arange(kept.shape[0], device=k_cache.device).view(-1, 1)

@@ -7,6 +7,7 @@ import torch
 
 from asl_vllm.kernels import window_scores
 from asl_vllm.scoring import paged
+from asl_vllm.scoring import reference as ref
 
 from .cases import paged_cache
 
@@ -85,9 +86,16 @@ def test_rejects_shapes_it_cannot_serve():
     k_cache, table = paged_cache([40], 16, 3, 64, torch.float32, seed=0)
     with pytest.raises(ValueError):
         window_scores.paged_window_histogram(torch.zeros(1, 8, 4, 64), k_cache, table, torch.tensor([40]), 1.0)
-    k_cache, table = paged_cache([40], 16, 1, 48, torch.float32, seed=0)
-    with pytest.raises(ValueError, match="power of two"):
+    k_cache, table = paged_cache([40], 16, 1, 64, torch.float32, seed=0)
+    with pytest.raises(ValueError):
         window_scores.paged_window_histogram(torch.zeros(1, 8, 4, 48), k_cache, table, torch.tensor([40]), 1.0)
+
+
+@pytest.mark.parametrize("head_dim", [8, 48])
+def test_head_dims_padded_to_a_tile(head_dim):
+    k_cache, table = paged_cache([40, 17], 16, 1, head_dim, torch.float32, seed=0)
+    q_win = torch.randn(2, 8, 4, head_dim, generator=torch.Generator().manual_seed(0))
+    _check(q_win, k_cache, table, [40, 17], 0.2)
 
 
 @pytest.mark.slow
@@ -97,3 +105,22 @@ def test_a_few_thousand_tokens():
     q_win = torch.randn(2, WINDOW, 9, 64, generator=torch.Generator().manual_seed(11)).bfloat16()
     # Few large splits: the interpreter's cost is per program.
     _check(q_win, k_cache, table, lengths, 0.125, split_tokens=1024)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dense_keys_as_pages_of_one_token(dtype):
+    # How the engine scores a step: the step's keys [T, G, d], each request's rows contiguous, seen as
+    # [T, 1, G, d] with block_table[r, j] = row_start_r + j (padding columns 0).
+    lengths = [40, 5, 33, 8]
+    starts = [0, 40, 45, 78]
+    generator = torch.Generator().manual_seed(8)
+    keys = torch.randn(sum(lengths), 2, 64, generator=generator).to(dtype)
+    table = torch.zeros(len(lengths), max(lengths), dtype=torch.int32)
+    for r, (start, n) in enumerate(zip(starts, lengths, strict=True)):
+        table[r, :n] = torch.arange(start, start + n)
+    q_win = torch.randn(len(lengths), WINDOW, 6, 64, generator=generator).to(dtype)
+    got = _check(q_win, keys.view(-1, 1, 2, 64), table, lengths, 0.125)
+    for r, (start, n) in enumerate(zip(starts, lengths, strict=True)):
+        w = min(WINDOW, n)
+        dense = ref.window_histogram(q_win[r, :w], keys[start : start + n], 0.125)
+        torch.testing.assert_close(got[r, :, : n - w], dense, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,176 @@
+"""Which bytes of a layer's KV cache tensor are K and which are V, per vLLM 0.32 attention backend.
+
+vLLM 0.32 binds each attention layer one tensor, the logical view
+`[num_blocks, G, block_size, C]` of the engine's byte buffer. Its physical
+order is the engine's `KVCacheLayout` (NHD = LBNHC, HND = LBHNC, and the
+block-outer ones): the view's strides carry it, so nothing here branches on
+it. The backends split C in two ways, each in its own `do_kv_cache_update`:
+- FLASH_ATTN, FLASHINFER, TRITON_ATTN: C = 2d, K = `[..., :d]`, V = `[..., d:]`
+  (`kv_cache.transpose(1, 2).split(head_size, dim=-1)`);
+- CPU_ATTN: a block's `[G, N, 2d]` page is read as `[G, 2N, d]`, K its first N
+  rows and V the last N (`kv_cache.view(B, G, 2N, d).chunk(2, dim=2)`); and
+  `cpu_attn_reshape_and_cache` stores each head's K transposed, as `[d, N]`,
+  for the ISAs `vec` and `vec16` (tests pin this against the op). `amx` packs
+  K and V into AMX tiles, which no strided view describes: refused.
+Every reader (the Triton kernels and the torch references) takes its
+`[num_blocks, block_size, G, d]` views from `key_view`/`kv_views`, so these
+functions alone decide which bytes are K. `DENSE` is a plain K (or V) tensor
+in that shape, e.g. a step's dense keys `[T, G, d]` seen as `[T, 1, G, d]`.
+
+fp8 caches are stored as uint8 and viewed as the fp8 type the backend's write
+produces (see `_fp8_dtype`); readers dequantize with the layer's per-tensor
+`k_scale`, as vLLM's own attention does.
+
+Imports torch only: `benchmarks.kernels` runs where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DENSE_BACKEND = "DENSE"
+GPU_BACKENDS = ("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN")
+CPU_BACKEND = "CPU_ATTN"
+SUPPORTED_BACKENDS = (*GPU_BACKENDS, CPU_BACKEND)
+# CPU_ATTN ISAs whose K is a transposed [d, N] page per head (checked against `cpu_attn_reshape_and_cache`).
+CPU_ISAS = ("vec", "vec16")
+UNQUANTIZED_DTYPES = ("auto", "float16", "bfloat16", "float32", "half", "float")
+FP8_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def check_backend(*names: str) -> None:
+    """Refuse any attention backend whose cache layout the kernels do not know (the engine calls it at start-up)."""
+    for name in names:
+        if name not in SUPPORTED_BACKENDS:
+            raise ValueError(
+                f"attention backend {name} is not supported by KV pruning: its KV cache layout is unknown to "
+                f"the scoring kernels (supported: {', '.join(SUPPORTED_BACKENDS)})"
+            )
+
+
+def kv_cache_dtype_problem(kv_cache_dtype: str) -> str | None:
+    """Why a `--kv-cache-dtype` cannot be pruned, or None.
+
+    Unquantized caches and per-tensor fp8 are read (fp8 dequantized with the
+    layer's k_scale); per-token-head scales and packed 4-bit formats keep
+    their scales in other tensors, which the kernels do not read.
+    """
+    if kv_cache_dtype in UNQUANTIZED_DTYPES or kv_cache_dtype in FP8_DTYPES:
+        return None
+    readable = ", ".join((*UNQUANTIZED_DTYPES, *FP8_DTYPES))
+    return f"the scoring kernels read only unquantized and per-tensor fp8 caches ({readable})"
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """How one layer's cache tensor holds K and V: the backend, its `--kv-cache-dtype`, CPU_ATTN's ISA."""
+
+    backend: str = DENSE_BACKEND
+    kv_cache_dtype: str = "auto"
+    cpu_isa: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend != DENSE_BACKEND:
+            check_backend(self.backend)
+        problem = kv_cache_dtype_problem(self.kv_cache_dtype)
+        if problem:
+            raise ValueError(f"--kv-cache-dtype {self.kv_cache_dtype}: {problem}")
+        if self.backend == CPU_BACKEND and self.cpu_isa not in CPU_ISAS:
+            raise ValueError(
+                f"CPU_ATTN with ISA {self.cpu_isa!r} stores K in a packed layout the scoring kernels "
+                f"cannot read (readable ISAs: {', '.join(CPU_ISAS)})"
+            )
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.kv_cache_dtype in FP8_DTYPES
+
+
+DENSE = KVLayout()
+
+
+def layer_layout(layer: Any) -> KVLayout:
+    """The layout of a vLLM `Attention` layer's bound cache (after the KV cache is initialised)."""
+    return KVLayout(layer.attn_backend.get_name(), layer.kv_cache_dtype, getattr(layer, "isa", None))
+
+
+def key_view(cache: torch.Tensor, layout: KVLayout = DENSE) -> torch.Tensor:
+    """The K view `[num_blocks, block_size, G, d]` of a layer's cache (DENSE: the tensor itself)."""
+    if layout.backend == DENSE_BACKEND:
+        return _as_stored(cache, layout)
+    return kv_views(cache, layout)[0]
+
+
+def kv_views(cache: torch.Tensor, layout: KVLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, V) views `[num_blocks, block_size, G, d]` of one layer's cache tensor `[num_blocks, G, N, C]`."""
+    if cache.dim() != 4:
+        raise ValueError(f"a layer's KV cache is [num_blocks, G, block_size, C], got {tuple(cache.shape)}")
+    if layout.backend == CPU_BACKEND:
+        keys, values = _cpu_views(cache)
+    elif layout.backend in GPU_BACKENDS:
+        keys, values = _gpu_views(cache)
+    else:
+        raise ValueError("a DENSE cache holds only K or only V: pass K and V separately")
+    return _as_stored(keys, layout), _as_stored(values, layout)
+
+
+def kv_pair(
+    k_cache: torch.Tensor, v_cache: torch.Tensor | None, layout: KVLayout = DENSE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, V) views for an operation on both.
+
+    DENSE takes the two tensors as given; a backend's layout splits `k_cache`,
+    the layer's whole cache tensor (`v_cache` None).
+    """
+    if layout.backend == DENSE_BACKEND:
+        if v_cache is None:
+            raise ValueError("a DENSE layout needs the V tensor beside the K tensor")
+        return _as_stored(k_cache, layout), _as_stored(v_cache, layout)
+    if v_cache is not None:
+        raise ValueError(f"a {layout.backend} cache holds K and V in one tensor: pass it alone (v_cache None)")
+    return kv_views(k_cache, layout)
+
+
+def as_bits(view: torch.Tensor) -> torch.Tensor:
+    """The same elements as integers of their width: copies move bits exactly (fp8, NaN payloads)."""
+    return view.view(_BITS[view.element_size()])
+
+
+def _gpu_views(cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLASH_ATTN / FLASHINFER / TRITON_ATTN: K and V side by side in the content axis."""
+    head_size = cache.shape[-1] // 2
+    keys, values = cache.transpose(1, 2).split(head_size, dim=-1)
+    return keys, values
+
+
+def _cpu_views(cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU_ATTN: K rows then V rows in each head's page; K stored transposed ([d, N]), V as written."""
+    num_blocks, num_kv_heads, block_size, content = cache.shape
+    head_size = content // 2
+    keys, values = cache.view(num_blocks, num_kv_heads, 2 * block_size, head_size).chunk(2, dim=2)
+    keys = keys.flatten(2).unflatten(2, (head_size, block_size)).permute(0, 3, 1, 2)
+    return keys, values.transpose(1, 2)
+
+
+def _fp8_dtype(layout: KVLayout) -> torch.dtype:
+    """The fp8 type the backend's cache write produces.
+
+    TRITON_ATTN writes and reads every fp8 cache as the platform's e4m3 type
+    (`triton_reshape_and_cache_flash` views the cache as
+    `current_platform.fp8_dtype()` whatever the string says); the other
+    backends' writes honour `fp8_e5m2`.
+    """
+    if layout.kv_cache_dtype == "fp8_e5m2" and layout.backend != "TRITON_ATTN":
+        return torch.float8_e5m2
+    return torch.float8_e4m3fn
+
+
+def _as_stored(view: torch.Tensor, layout: KVLayout) -> torch.Tensor:
+    """fp8 bytes (uint8 storage) as their fp8 type; other dtypes unchanged."""
+    if layout.is_fp8 and view.dtype == torch.uint8:
+        return view.view(_fp8_dtype(layout))
+    return view

@@ -1,0 +1,65 @@
+"""Each pruning worker builds exactly one model runner, the pruning one, through vLLM's own seam."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import pytest
+from vllm.v1.worker import cpu_worker, gpu_worker
+
+from asl_vllm.engine import gpu_worker as pruning_gpu_worker
+from asl_vllm.engine.gpu_worker import PruningGPUWorker
+from asl_vllm.engine.worker import PruningCPUModelRunner, PruningCPUWorker
+
+
+class _Recorded:
+    def __init__(self, vllm_config, device):
+        self.args = (vllm_config, device)
+
+
+def test_gpu_worker_overrides_vllms_runner_factory_only(monkeypatch):
+    # vLLM's Worker builds its runner once, through `_make_model_runner`; the pruning worker changes only that.
+    assert "self._make_model_runner()" in inspect.getsource(gpu_worker.Worker)
+    assert PruningGPUWorker.init_device is gpu_worker.Worker.init_device
+    monkeypatch.setattr(pruning_gpu_worker, "PruningGPUModelRunner", _Recorded)
+    worker = SimpleNamespace(use_v2_model_runner=False, vllm_config="config", device="cuda:0")
+    runner = PruningGPUWorker._make_model_runner(worker)
+    assert isinstance(runner, _Recorded) and runner.args == ("config", "cuda:0")
+
+
+def test_gpu_worker_refuses_the_v2_runner():
+    worker = SimpleNamespace(use_v2_model_runner=True, vllm_config="config", device="cuda:0")
+    with pytest.raises(RuntimeError, match="V1 model runner"):
+        PruningGPUWorker._make_model_runner(worker)
+
+
+def _fake_cpu_init(seen):
+    def init_device(self):
+        seen.append(cpu_worker.CPUModelRunner)
+        self.model_runner = object.__new__(cpu_worker.CPUModelRunner)
+
+    return init_device
+
+
+def test_cpu_worker_builds_the_pruning_runner_by_vllms_own_name(monkeypatch):
+    # vLLM's CPUWorker builds `CPUModelRunner` by its module name in `init_device`, with no factory.
+    assert "CPUModelRunner(self.vllm_config" in inspect.getsource(cpu_worker.CPUWorker.init_device)
+    vllm_runner = cpu_worker.CPUModelRunner
+    seen = []
+    monkeypatch.setattr(cpu_worker.CPUWorker, "init_device", _fake_cpu_init(seen))
+    worker = object.__new__(PruningCPUWorker)
+    worker.init_device()
+    assert seen == [PruningCPUModelRunner]
+    assert type(worker.model_runner) is PruningCPUModelRunner
+    assert cpu_worker.CPUModelRunner is vllm_runner
+
+
+def test_cpu_worker_says_so_when_vllm_builds_another_runner(monkeypatch):
+    def init_device(self):
+        self.model_runner = object()
+
+    monkeypatch.setattr(cpu_worker.CPUWorker, "init_device", init_device)
+    with pytest.raises(RuntimeError, match="not the pruning model runner"):
+        object.__new__(PruningCPUWorker).init_device()
+    assert cpu_worker.CPUModelRunner is not PruningCPUModelRunner
