@@ -1,14 +1,10 @@
-"""What every benchmark command shares: the model and output flags, and writing results."""
+"""What every benchmark command shares: the model and output flags, the tokenizer, its settings."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
-
-from benchmarks.machine import describe
 
 RESULTS_ROOT = Path("benchmarks") / "results"
 
@@ -38,20 +34,8 @@ def load_tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
-def write_results(out: Path, name: str, settings: dict[str, Any], results: dict[str, Any], began: float) -> Path:
-    """`<out>/<name>.json`: the settings, the machine, the wall time and the results."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
-    document = {
-        "benchmark": name,
-        "settings": settings,
-        "machine": describe(),
-        "wall_seconds": round(time.perf_counter() - began, 1),
-        "results": results,
-    }
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    return path
-
-
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+    """The options that define a run's results (not whether it resumes), as JSON values."""
+    return {
+        key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key != "resume"
+    }

@@ -1,131 +1,180 @@
-"""Needle in a haystack: context length x needle depth, per pruner, with a heatmap per pruner.
+"""Needle in a haystack: context length x needle depth, every configuration against full KV.
 
-One needle ("The special magic number is: 4812093." or a UUID) sits at each depth of
-haystacks of each length: RULER's repeated noise sentences, or English prose (CPython's
-own documentation, shipped with Python). The model answers greedily after "The special
-magic ... is"; a cell scores 100 when the needle's value is in the answer
-(string_match_all). Every pruner runs at the same --kv-budget; one whose engine refuses
-its settings is recorded as not available. Writes niah.json and niah_<pruner>.png.
+One needle ("The special magic number is: 4812093.") sits at a depth of a haystack of
+RULER's repeated noise sentences or of English prose (CPython's own documentation). The
+model answers greedily after "The special magic number is"; a prompt scores 1 when the
+needle's value is in the answer. A cell is (config, length): --per-cell prompts per length,
+spread evenly over the haystacks and depths (each haystack x depth pair gets the same
+number of needle values). Scores are printed with 95% Wilson intervals, and every
+configuration is compared with full KV (`none`) on the same prompts. ASL's selection rate
+per haystack, length and tau and its selection-layer histogram per length come from the
+same requests. Writes niah.json (rewritten after every answer), a heatmap per config
+and selection.png.
 
-Small default (minutes on a CPU): 1k and 2k tokens, 3 depths, budget 512, select-k 1024.
-Full size, e.g.: --lengths 2000 4000 6000 8000 --depths 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1
---budget 1024 --select-k 2048
+Small (default, minutes): 4,000 tokens, 6 prompts per cell, 3 configs (x head modes).
+--full: 4,000/6,000/8,000 tokens, 5 depths, 20
+prompts per cell, full KV, ASL at tau 0.5 without a budget, ASL with budgets 1024 and
+2048 in both head modes.
 """
 
 from __future__ import annotations
 
 import random
-import time
+from collections.abc import Sequence
 from typing import Any
 
+from benchmarks import accuracy_tables as tables
+from benchmarks.accuracy_run import Item, add_run_arguments, apply_preset, plan_seconds, run
+from benchmarks.cells import interleave, needle_prompts
 from benchmarks.chat_prompt import needle_prompt
-from benchmarks.cli import load_tokenizer, model_path, parser_for, settings_of, write_results
-from benchmarks.offline_runner import Request, run_all
-from benchmarks.plots import Heatmap, heatmaps
-from benchmarks.pruners import add_pruner_arguments, runs_from_arguments
-from benchmarks.scoring import string_match_all
+from benchmarks.cli import parser_for
+from benchmarks.offline_runner import Request
+from benchmarks.plots import Heatmap, heatmaps, selection_histograms
+from benchmarks.pruners import add_config_arguments, configs_from_arguments, file_stem, parse
+from benchmarks.results_file import by_config, unavailable_lines
+from benchmarks.stats import difference
 from benchmarks.text_sources import HAYSTACK_KINDS, haystack_text, random_value
 
-NEEDLE_NAMES = {"number": "number", "uuid": "UUID", "word": "word"}
+CELLS = "(config, length): prompts spread evenly over haystacks x depths"
+SMALL_CONFIGS = ["none", "asl,k=2048,tau=0.5", "asl,B=1024,k=2048,tau=0.3"]
+FULL_CONFIGS = ["none", "asl,k=2048,tau=0.5", "asl,B=2048,k=2048,tau=0.3", "asl,B=1024,k=2048,tau=0.3"]
+SMALL = {"lengths": [4000], "depths": [0.25, 0.5, 0.75], "per_cell": 6}
+FULL = {"lengths": [4000, 6000, 8000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "per_cell": 20}
+# Budget -> how many points below full KV ASL may score on 4k-8k prompts (issue 15's targets).
+TARGET_POINTS = {2048: 2.0, 1024: 5.0}
 
 
-def cell_key(haystack: str, needle: str, length: int, depth: float) -> str:
-    return f"{haystack}/{needle}/{length}/{depth:g}"
+def parse_args(argv: list[str] | None) -> Any:
+    parser = parser_for(__doc__, "niah")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="context lengths in tokens")
+    parser.add_argument("--depths", type=float, nargs="+", default=None, help="needle depths in [0, 1]")
+    parser.add_argument("--haystacks", nargs="+", default=list(HAYSTACK_KINDS), choices=HAYSTACK_KINDS)
+    parser.add_argument("--max-new-tokens", type=int, default=12, help="the answer: a 7-digit number")
+    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser)
+    add_config_arguments(parser, SMALL_CONFIGS, FULL_CONFIGS)
+    args = parser.parse_args(argv)
+    apply_preset(args, SMALL, FULL)
+    return args
 
 
-def build_requests(
-    tokenizer: Any, haystacks: list[str], needles: list[str], lengths: list[int], depths: list[float],
-    max_tokens: int, seed: int,
-) -> tuple[list[Request], dict[str, str]]:
-    """One request per grid cell, and each cell's needle value."""
-    requests, values = [], {}
-    for haystack in haystacks:
-        for needle in needles:
-            name = NEEDLE_NAMES[needle]
-            for length in lengths:
-                filler = haystack_text(haystack, length)
-                for depth in depths:
-                    key = cell_key(haystack, needle, length, depth)
-                    value = random_value(needle, random.Random(f"{seed}-{key}"))
-                    token_ids = needle_prompt(
-                        tokenizer, length, filler, f"The special magic {name} is: {value}.", depth,
-                        f"What is the special magic {name} mentioned in the text above?",
-                        f"The special magic {name} is", at_sentence=True,
-                    )
-                    requests.append(Request(key, token_ids, max_tokens))
-                    values[key] = value
-    return requests, values
+def build_items(tokenizer: Any, args: Any) -> list[Item]:
+    """The prompts, lengths interleaved so that a stopped run has covered every length."""
+    items = []
+    for prompt in interleave(needle_prompts(args.lengths, args.haystacks, args.depths, args.per_cell), _length):
+        value = random_value("number", random.Random(f"{args.seed}-{prompt.key}"))
+        token_ids = needle_prompt(
+            tokenizer,
+            prompt.length,
+            haystack_text(prompt.haystack, prompt.length),
+            f"The special magic number is: {value}.",
+            prompt.depth,
+            "What is the special magic number mentioned in the text above?",
+            "The special magic number is",
+            at_sentence=True,
+        )
+        fields = {"length": prompt.length, "haystack": prompt.haystack, "depth": prompt.depth}
+        items.append(Item(Request(prompt.key, token_ids, args.max_new_tokens), fields, [value]))
+    return items
+
+
+def _length(prompt: Any) -> int:
+    return prompt.length
+
+
+def estimated_seconds(argv: list[str] | None) -> float:
+    args = parse_args(argv)
+    configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
+    return plan_seconds(
+        configs, [(length, args.max_new_tokens) for length in args.lengths for _ in range(args.per_cell)]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = parser_for(__doc__, "niah")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048], help="context lengths in tokens")
-    parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="needle depths in [0, 1]")
-    parser.add_argument("--haystacks", nargs="+", default=list(HAYSTACK_KINDS), choices=HAYSTACK_KINDS)
-    parser.add_argument("--needles", nargs="+", default=["number", "uuid"], choices=list(NEEDLE_NAMES))
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    add_pruner_arguments(parser, budget=512, select_k=1024)
-    args = parser.parse_args(argv)
-    began = time.perf_counter()
-
-    model = model_path(args)
-    requests, values = build_requests(
-        load_tokenizer(model), args.haystacks, args.needles, args.lengths, args.depths, args.max_new_tokens, args.seed
-    )
-    outcomes = run_all(model, runs_from_arguments(args), requests, max(args.lengths) + args.max_new_tokens + 64)
-
-    results: dict[str, Any] = {}
-    args.out.mkdir(parents=True, exist_ok=True)
-    for pruner, outcome in outcomes.items():
-        if not outcome.available:
-            results[pruner] = {"available": False, "reason": outcome.reason}
-            print(f"{pruner}: not available ({outcome.reason})")
-            continue
-        cells = {
-            key: {
-                "score": 100.0 * string_match_all(completion.text, [values[key]]),
-                "answer": values[key],
-                "output": completion.text,
-                "selection_layer": completion.selection_layer,
-            }
-            for key, completion in outcome.completions.items()
-        }
-        panels = []
-        for haystack in args.haystacks:
-            for needle in args.needles:
-                grid = [
-                    [cells[cell_key(haystack, needle, length, depth)]["score"] for length in args.lengths]
-                    for depth in args.depths
-                ]
-                panels.append(Heatmap(f"{haystack} haystack, {NEEDLE_NAMES[needle]} needle", args.lengths, args.depths, grid))
-        mean = sum(cell["score"] for cell in cells.values()) / len(cells)
-        kv = "full KV" if pruner == "none" else f"budget {args.budget or 'none'}"
-        plot = heatmaps(args.out / f"niah_{pruner}.png", f"{pruner} ({kv}): mean {mean:.0f}%", panels)
-        results[pruner] = {"available": True, "mean_score": mean, "cells": cells, "plot": plot.name}
-    path = write_results(args.out, "niah", settings_of(args), results, began)
-    print(table(results, args.haystacks, args.needles))
-    print(f"wrote {path} and the heatmaps beside it ({time.perf_counter() - began:.0f} s)")
-    return results
+    args = parse_args(argv)
+    configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
+    return run(args, "niah", configs, build_items, CELLS, plot, render)
 
 
-def table(results: dict[str, Any], haystacks: list[str], needles: list[str]) -> str:
-    """Markdown: mean score per pruner and haystack/needle kind."""
-    combos = [(haystack, needle) for haystack in haystacks for needle in needles]
+def render(document: dict[str, Any], link: str = "") -> str:
+    """Markdown: scores, differences to full KV, targets, ASL's selection; `link`: the plots' folder."""
+    records, settings = document["records"], document["settings"]
+    lengths = settings["lengths"]
     lines = [
-        "| pruner | " + " | ".join(f"{h} / {NEEDLE_NAMES[n]}" for h, n in combos) + " | mean |",
-        "| --- " * (len(combos) + 2) + "|",
+        f"Cells: {document['plan']['cells']}; {settings['per_cell']} prompts per cell "
+        f"({', '.join(settings['haystacks'])} haystacks x depths {', '.join(f'{d:g}' for d in settings['depths'])}); "
+        "score: % of needles found, 95% Wilson interval in brackets.",
+        "",
+        *tables.comparison(records, _length_of, lengths, "tokens"),
+        "",
+        targets(records),
+        "",
+        *tables.selection(records),
+        *unavailable_lines(document),
     ]
-    for pruner, result in results.items():
-        if not result["available"]:
-            lines.append(f"| {pruner} | " + " | ".join("n/a" for _ in combos) + " | not available |")
-            continue
-        scores = []
-        for haystack, needle in combos:
-            cells = [cell["score"] for key, cell in result["cells"].items() if key.startswith(f"{haystack}/{needle}/")]
-            scores.append(f"{sum(cells) / len(cells):.0f}")
-        lines.append(f"| {pruner} | " + " | ".join(scores) + f" | {result['mean_score']:.1f} |")
+    if link:
+        lines += ["", *(f"![{config}]({link}/{plot_name(config)})" for config in by_config(records))]
+        if tables.selection_histograms(records):
+            lines.append(f"![selection]({link}/selection.png)")
     return "\n".join(lines)
+
+
+def _length_of(record: dict[str, Any]) -> int:
+    return record["length"]
+
+
+def targets(records: Sequence[dict[str, Any]]) -> str:
+    """Issue 15's needle targets over all lengths, in the better head mode (printed, not asserted)."""
+    configs = by_config(records)
+    full = configs.get(tables.FULL_KV, [])
+    lines = ["Targets (printed, not asserted), all lengths pooled, the better head mode:"]
+    for budget, points in TARGET_POINTS.items():
+        compared = []
+        for name, mine in configs.items():
+            config = parse(name)
+            pair = tables.paired(mine, full)
+            if config.pruner == "asl" and config.budget == budget and pair:
+                compared.append((pair[0].mean, name, pair))
+        if not compared:
+            lines.append(f"- ASL at B={budget}: not measured")
+            continue
+        _, name, (mine, theirs) = max(compared)
+        verdict = "met" if mine.mean >= theirs.mean - points else "NOT met"
+        others = "; ".join(f"{other}: {pair[0]}" for _, other, pair in compared if other != name)
+        lines.append(
+            f"- ASL at B={budget} within {points:g} points of full KV: {name} {mine} vs full KV {theirs}, "
+            f"{difference(mine, theirs)}: {verdict}" + (f" (other mode {others})" if others else "")
+        )
+    return "\n".join(lines)
+
+
+def plot_name(config: str) -> str:
+    return f"niah_{file_stem(config)}.png"
+
+
+def plot(document: dict[str, Any], out: Any) -> None:
+    """A heatmap per config (a panel per haystack: depth x length, % found) and the selection histograms."""
+    settings = document["settings"]
+    for config, records in by_config(document["records"]).items():
+        panels = []
+        for haystack in settings["haystacks"]:
+            grid = []
+            for depth in settings["depths"]:
+                row = []
+                for length in settings["lengths"]:
+                    found = [
+                        r["score"]
+                        for r in records
+                        if (r["haystack"], r["depth"], r["length"]) == (haystack, depth, length)
+                    ]
+                    row.append(100 * sum(found) / len(found) if found else None)
+                grid.append(row)
+            panels.append(Heatmap(f"{haystack} haystack", settings["lengths"], settings["depths"], grid))
+        score = tables.cell_score(records)
+        heatmaps(out / plot_name(config), f"{config}: {score} % found (n={score.n})", panels)
+    histograms = tables.selection_histograms(document["records"])
+    if histograms:
+        selection_histograms(out / "selection.png", "ASL's selection layer (needle prompts)", histograms)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
-"""Run one prompt set through every pruner on in-process vLLM engines (accuracy benchmarks).
+"""Run one prompt set through every configuration on in-process vLLM engines (accuracy benchmarks).
 
-Greedy decoding; each pruner group gets one engine, started once and shut down
-before the next, so at most one engine lives in this process. The selection
-layer each request got is read from the worker's decision log.
+Greedy decoding in vLLM's default execution mode (the plugin decides what a pruner
+needs). Configurations that share an engine run together, prompt by prompt (every
+configuration of the engine on prompt 1, then on prompt 2, ...), so a run stopped
+early has compared them on the same prompts; each engine is shut down before the
+next starts, so at most one lives in this process. Each request's decision (selection
+layer, kept tokens) is the report the plugin attaches to its output.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from benchmarks.pruners import PrunerRun, group_by_engine  # noqa: E402
+from benchmarks.engine_support import unsupported  # noqa: E402
+from benchmarks.pruners import Config, group_by_engine, request_args  # noqa: E402
+
+REPORT_KEY = "kv_pruner"
 
 
 @dataclass(frozen=True)
@@ -27,78 +34,93 @@ class Request:
 @dataclass
 class Completion:
     text: str
-    selection_layer: int | None = None
-    pruned: bool = False
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def selection_layer(self) -> int | None:
+        return self.decision.get("selection_layer")
 
 
-@dataclass
-class PrunerOutcome:
-    """A pruner's completions by request key, or why the engine refused it."""
-
-    available: bool
-    reason: str = ""
-    completions: dict[str, Completion] | None = None
+Done = Callable[[Config, Request, Completion], None]
+Refused = Callable[[Config, str], None]
 
 
 def start_engine(model: str, engine: dict[str, Any], max_model_len: int) -> Any:
     from vllm import LLM
 
-    return LLM(model=model, max_model_len=max_model_len, enforce_eager=True, seed=0, **engine)
+    return LLM(model=model, max_model_len=max_model_len, seed=0, **engine)
 
 
 def refusal(error: BaseException) -> str:
-    """The one line a refused engine start says (the innermost cause's message)."""
+    """The one line a refused engine start or request says (the innermost cause's message)."""
     while error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
-def run_all(model: str, runs: list[PrunerRun], requests: list[Request], max_model_len: int) -> dict[str, PrunerOutcome]:
-    """Every request through every pruner; outcomes by pruner name."""
-    outcomes: dict[str, PrunerOutcome] = {}
-    for group in group_by_engine(runs):
-        try:
-            llm = start_engine(model, group[0].engine, max_model_len)
-        except (Exception, SystemExit) as error:  # a refused setting stops the engine's start
-            for run in group:
-                outcomes[run.name] = PrunerOutcome(False, refusal(error))
+def run_all(
+    model: str,
+    configs: list[Config],
+    requests: list[Request],
+    max_model_len: int,
+    done: set[tuple[str, str]],
+    on_done: Done,
+    on_refused: Refused,
+) -> None:
+    """Every request through every config, skipping (config name, request key) pairs in `done`."""
+    for engine, group in group_by_engine(configs):
+        runnable = []
+        for config in group:
+            reason = unsupported(config)
+            if reason:
+                on_refused(config, reason)
+            else:
+                runnable.append(config)
+        pending = [(c, r) for r in requests for c in runnable if (c.name, r.key) not in done]
+        if not pending:
             continue
         try:
-            for run in group:
-                outcomes[run.name] = PrunerOutcome(True, completions=generate(llm, run, requests))
+            llm = start_engine(model, engine, max_model_len)
+        except (Exception, SystemExit) as error:  # a refused setting stops the engine's start
+            for config in runnable:
+                on_refused(config, refusal(error))
+            continue
+        try:
+            generate(llm, engine, pending, on_done, on_refused)
         finally:
             llm.llm_engine.engine_core.shutdown()
             del llm
-    return {run.name: outcomes[run.name] for run in runs}
 
 
-def generate(llm: Any, run: PrunerRun, requests: list[Request]) -> dict[str, Completion]:
-    """Greedy completions of `requests` under one pruner, with the decisions the worker made."""
+def generate(
+    llm: Any, engine: dict[str, Any], pending: list[tuple[Config, Request]], on_done: Done, on_refused: Refused
+) -> None:
+    """Greedy completions of the pending (config, request) pairs, reported as each one finishes."""
     from tqdm import tqdm
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from benchmarks.engine_probe import decisions, scheduler
-
-    pruning = hasattr(scheduler(llm), "pruner_config")
-    if pruning:
-        decisions(llm)  # drop what earlier runs left
-    engine = llm.llm_engine
-    for request in requests:
-        params = SamplingParams(temperature=0.0, max_tokens=request.max_tokens, extra_args=run.request or None)
-        engine.add_request(f"{run.name}|{request.key}", TokensPrompt(prompt_token_ids=request.token_ids), params)
-    texts: dict[str, str] = {}
-    made: dict[str, dict[str, Any]] = {}
-    with tqdm(total=len(requests), desc=run.name, unit="req") as progress:
-        while engine.has_unfinished_requests():
-            for output in engine.step():
-                if output.finished:
-                    texts[output.request_id.split("|", 1)[1]] = output.outputs[0].text
+    core = llm.llm_engine
+    refused: set[str] = set()
+    sent: dict[str, tuple[Config, Request]] = {}
+    for number, (config, request) in enumerate(pending):
+        if config.name in refused:
+            continue
+        params = SamplingParams(
+            temperature=0.0, max_tokens=request.max_tokens, extra_args=request_args(config, engine) or None
+        )
+        try:
+            core.add_request(f"r{number}", TokensPrompt(prompt_token_ids=request.token_ids), params)
+        except Exception as error:  # a per-request setting this engine refuses
+            refused.add(config.name)
+            on_refused(config, refusal(error))
+            continue
+        sent[f"r{number}"] = (config, request)
+    with tqdm(total=len(sent), desc="+".join(sorted({c.pruner for c, _ in sent.values()})), unit="req") as progress:
+        while core.has_unfinished_requests():
+            for output in core.step():
+                if output.finished and output.request_id in sent:
+                    config, request = sent[output.request_id]
+                    report = (output.kv_transfer_params or {}).get(REPORT_KEY, {})
+                    on_done(config, request, Completion(output.outputs[0].text, report))
                     progress.update()
-            if pruning:
-                made.update(decisions(llm))  # the worker keeps a bounded log: read it as we go
-    completions = {}
-    for key, text in texts.items():
-        decision = made.get(f"{run.name}|{key}", {})
-        completions[key] = Completion(text, decision.get("selection_layer"), bool(decision))
-    return completions

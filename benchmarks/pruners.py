@@ -1,60 +1,141 @@
-"""Which engine (or server) and which per-request settings run each benchmarked pruner.
+"""Benchmarked configurations: which engine runs each one and which per-request settings it sends.
 
-Pruners that differ only in per-request settings (`vllm_xargs`: kv_pruner, kv_budget,
-asl_tau, asl_select_k) share one engine started with `--kv-pruner asl` and the budget;
-a pruner that needs an engine flag of its own (gemfilter, `--asl-two-pass`) gets its own
-engine. An engine that refuses its settings at startup marks its pruners "not available"
-with the reason, instead of stopping the benchmark.
+A configuration is written as a spec, e.g. `asl,B=1024,heads=shared,k=2048,tau=0.3`
+(`B`: --kv-budget, `heads`: --kv-budget-heads, `k`: --asl-select-k, `tau`: --asl-tau;
+unset keys keep the engine's default), and the spec is its name in every table.
+Configurations that differ only in per-request settings (`vllm_xargs`: kv_pruner,
+kv_budget, kv_budget_heads, asl_tau, asl_select_k) share one engine started with
+`--kv-pruner asl` and no budget, so a request may set any budget; gemfilter and
+asl two-pass get an engine of their own. In the serving benchmark `none` is
+unmodified vLLM in its default mode (`none,eager`: with `--enforce-eager`, an extra row).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PRUNERS = ("none", "asl", "fastkv", "snapkv", "gemfilter", "asl-2pass")
-# The default list: every pruner; ones this version refuses show as "not available".
-DEFAULT_PRUNERS = PRUNERS
 SHARED_PRUNERS = ("none", "asl", "fastkv", "snapkv")
+ADAPTIVE_PRUNERS = ("asl", "asl-2pass")
+HEAD_MODES = ("per-kv-head", "shared")
+# `--budget-heads default`: send no kv_budget_heads (the engine's own rule).
+DEFAULT_HEADS = "default"
+_KEYS = {"B": "budget", "heads": "heads", "k": "select_k", "tau": "tau"}
 
 
 @dataclass(frozen=True)
-class PrunerRun:
-    """How one pruner runs: engine settings (shared by pruners with equal ones) and request xargs."""
+class Config:
+    """One benchmarked configuration; `None` keeps the engine's default."""
 
-    name: str
-    engine: dict[str, Any]
-    request: dict[str, Any] = field(default_factory=dict)
+    pruner: str
+    budget: int | None = None
+    heads: str | None = None
+    select_k: int | None = None
+    tau: float | None = None
+    eager: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"unknown pruner {self.pruner!r} (known: {', '.join(PRUNERS)})")
+        if self.heads is not None and self.heads not in HEAD_MODES:
+            raise ValueError(f"heads must be one of {', '.join(HEAD_MODES)}, got {self.heads!r}")
+        if self.heads is not None and self.budget is None:
+            raise ValueError("heads applies only with a budget (B=...)")
+        if self.pruner == "snapkv" and self.budget is None:
+            raise ValueError("snapkv needs a budget (B=...)")
+        if self.pruner == "none" and (self.budget, self.select_k, self.tau) != (None, None, None):
+            raise ValueError("none takes no pruner settings")
+        if self.tau is not None and self.pruner not in ADAPTIVE_PRUNERS:
+            raise ValueError(f"tau applies only to {' and '.join(ADAPTIVE_PRUNERS)}")
+        if self.eager and self.pruner != "none":
+            raise ValueError("eager is an extra baseline row: only none,eager")
 
     @property
-    def engine_key(self) -> tuple:
-        return tuple(sorted(self.engine.items()))
+    def name(self) -> str:
+        parts = [self.pruner]
+        for key, field in _KEYS.items():
+            value = getattr(self, field)
+            if value is not None:
+                parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+        return ",".join(parts + (["eager"] if self.eager else []))
 
 
-def pruner_settings(budget: int | None, select_k: int | None, tau: float | None) -> dict[str, Any]:
-    """Engine settings every pruned configuration shares (equal budgets across pruners)."""
-    settings = {"kv_budget": budget, "asl_select_k": select_k, "asl_tau": tau}
-    return {key: value for key, value in settings.items() if value is not None}
+def file_stem(name: str) -> str:
+    """A config name as part of a file name (`asl,B=1024` -> `asl_B1024`)."""
+    return name.replace(",", "_").replace("=", "")
 
 
-def plan(names: list[str], budget: int | None, select_k: int | None, tau: float | None) -> list[PrunerRun]:
-    """One PrunerRun per name, in the given order."""
-    shared = {"kv_pruner": "asl", **pruner_settings(budget, select_k, tau)}
-    runs = []
-    for name in names:
-        if name in SHARED_PRUNERS:
-            runs.append(PrunerRun(name, shared, {"kv_pruner": name}))
-        elif name == "gemfilter":
-            runs.append(PrunerRun(name, {**shared, "kv_pruner": "gemfilter"}))
-        elif name == "asl-2pass":
-            runs.append(PrunerRun(name, {**shared, "asl_two_pass": True}))
-        else:
-            raise ValueError(f"unknown pruner {name!r} (known: {', '.join(PRUNERS)})")
-    return runs
+def parse(spec: str) -> Config:
+    """A Config from its spec (`asl,B=1024,k=2048`); raises ValueError naming the bad part."""
+    pruner, *parts = spec.split(",")
+    settings: dict[str, Any] = {}
+    for part in parts:
+        if part == "eager":
+            settings["eager"] = True
+            continue
+        key, _, value = part.partition("=")
+        if key not in _KEYS or not value:
+            raise ValueError(f"{spec!r}: {part!r} is not one of {', '.join(k + '=...' for k in _KEYS)}, eager")
+        field = _KEYS[key]
+        settings[field] = value if field == "heads" else float(value) if field == "tau" else int(value)
+    return Config(pruner, **settings)
+
+
+def with_heads(configs: list[Config], modes: list[str]) -> list[Config]:
+    """Each budgeted config without a head mode, once per mode (`default`: none sent)."""
+    expanded: list[Config] = []
+    for config in configs:
+        if config.budget is None or config.heads is not None:
+            expanded.append(config)
+            continue
+        for mode in modes:
+            heads = None if mode == DEFAULT_HEADS else mode
+            expanded.append(Config(config.pruner, config.budget, heads, config.select_k, config.tau))
+    return list(dict.fromkeys(expanded))
+
+
+def engine_settings(config: Config, baseline_alone: bool = False) -> dict[str, Any]:
+    """`vllm.LLM` keyword arguments (or `vllm serve` flags) of the engine that runs `config`.
+
+    `baseline_alone`: `none` runs on unmodified vLLM (serving) instead of on the shared engine.
+    """
+    if config.pruner == "none" and (baseline_alone or config.eager):
+        return {"enforce_eager": True} if config.eager else {}
+    if config.pruner == "gemfilter":
+        return {"kv_pruner": "gemfilter"}
+    if config.pruner == "asl-2pass":
+        return {"kv_pruner": "asl", "asl_two_pass": True}
+    return {"kv_pruner": "asl"}
+
+
+def request_args(config: Config, engine: dict[str, Any]) -> dict[str, Any]:
+    """The request's `vllm_xargs` on `engine` (none on an engine without a pruner)."""
+    if "kv_pruner" not in engine:
+        return {}
+    xargs: dict[str, Any] = {"kv_pruner": config.pruner} if config.pruner in SHARED_PRUNERS else {}
+    for key, value in (
+        ("kv_budget", config.budget),
+        ("kv_budget_heads", config.heads),
+        ("asl_select_k", config.select_k),
+        ("asl_tau", config.tau),
+    ):
+        if value is not None:
+            xargs[key] = value
+    return xargs
+
+
+def group_by_engine(configs: list[Config], baseline_alone: bool = False) -> list[tuple[dict[str, Any], list[Config]]]:
+    """(engine settings, the configs it runs), in first-seen order."""
+    groups: dict[tuple, tuple[dict[str, Any], list[Config]]] = {}
+    for config in configs:
+        engine = engine_settings(config, baseline_alone)
+        groups.setdefault(tuple(sorted(engine.items())), (engine, []))[1].append(config)
+    return list(groups.values())
 
 
 def server_flags(engine: dict[str, Any]) -> list[str]:
-    """`vllm serve` flags for engine settings (`kv_budget=1024` -> `--kv-budget 1024`)."""
+    """`vllm serve` flags for engine settings (`kv_pruner="asl"` -> `--kv-pruner asl`)."""
     flags: list[str] = []
     for key, value in engine.items():
         flag = "--" + key.replace("_", "-")
@@ -65,29 +146,25 @@ def server_flags(engine: dict[str, Any]) -> list[str]:
     return flags
 
 
-def group_by_engine(runs: list[PrunerRun]) -> list[list[PrunerRun]]:
-    """Runs that can share one engine, in first-seen order."""
-    groups: dict[tuple, list[PrunerRun]] = {}
-    for run in runs:
-        groups.setdefault(run.engine_key, []).append(run)
-    return list(groups.values())
-
-
-def add_pruner_arguments(parser: Any, budget: int | None, select_k: int | None) -> None:
-    """The pruner flags every benchmark command takes."""
+def add_config_arguments(parser: Any, small: list[str], full: list[str], heads: list[str] | None = None) -> None:
+    """The flags every benchmark takes to choose its configurations (`heads`: default head modes)."""
     parser.add_argument(
-        "--pruners",
+        "--configs",
         nargs="+",
-        default=list(DEFAULT_PRUNERS),
-        choices=PRUNERS,
-        help="pruners to compare; one the engine refuses is recorded as not available",
+        default=None,
+        metavar="SPEC",
+        help=f"configurations (default: the small or --full preset). Small: {' '.join(small)}. Full: {' '.join(full)}",
     )
     parser.add_argument(
-        "--budget", type=int, default=budget, help="--kv-budget of every pruner (0: no budget)"
+        "--budget-heads",
+        nargs="+",
+        default=heads or list(HEAD_MODES),
+        choices=[*HEAD_MODES, DEFAULT_HEADS],
+        help="head modes each budgeted configuration runs in (vllm_xargs kv_budget_heads; "
+        f"'{DEFAULT_HEADS}': send none, for an engine without --kv-budget-heads)",
     )
-    parser.add_argument("--select-k", type=int, default=select_k, help="--asl-select-k of asl, fastkv, gemfilter")
-    parser.add_argument("--tau", type=float, default=None, help="--asl-tau (default: the plugin's)")
 
 
-def runs_from_arguments(args: Any) -> list[PrunerRun]:
-    return plan(args.pruners, args.budget or None, args.select_k, args.tau)
+def configs_from_arguments(args: Any, small: list[str], full: list[str]) -> list[Config]:
+    specs = args.configs or (full if args.full else small)
+    return with_heads([parse(spec) for spec in specs], args.budget_heads)

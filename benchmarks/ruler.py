@@ -1,169 +1,194 @@
-"""RULER-style synthetic suite: a per-task score table per pruner at equal budgets.
+"""RULER-style synthetic tasks: every configuration against full KV, per task, with 95% intervals.
 
 Tasks (RULER's `synthetic.yaml`, generated offline by benchmarks/ruler_tasks.py):
 niah_single_1/2/3 (number in noise, number in prose, UUID in prose), niah_single_word
 (word value), niah_multikey_1/2/3 (distractor needles; 2 and 3 are haystacks made of
 needles, 3 with UUID keys and values), niah_multivalue, niah_multiquery, vt (variable
-tracking), cwe (common words), fwe (frequent words). Scores are RULER's string_match_all
-in percent. The table also gives the selection layer(s) ASL chose per task, and marks the
-tasks where the model fails even with full KV (pruners cannot be judged there).
-Writes ruler.json and ruler.png.
+tracking), cwe (common words), fwe (frequent words). A prompt's score is RULER's
+string_match_all. A cell is (config, task): --per-cell prompts per task, spread evenly
+over the lengths; scores are printed with 95% Wilson intervals, every configuration is
+compared with full KV (`none`) on the same prompts, and tasks where full KV itself scores
+below 50 are marked (a pruner cannot be judged there). ASL's selection rate and layers
+come from the same requests. Writes ruler.json (rewritten after every answer) and ruler.png.
 
-Small default (minutes on a CPU): 1,536 tokens, 2 samples per task, budget 512, select-k 1024.
-Full size, e.g.: --lengths 4096 8192 --samples 20 --budget 1024 --select-k 2048
+Small (default, minutes): multikey_1 and multivalue at 4,000 tokens, 3 prompts per cell,
+full KV and ASL (tau 0.5), fastkv, gemfilter at select-k 1024.
+--full: multikey_1 and multivalue at 4,000/6,000/8,000 tokens, 20 prompts per cell (7, 7
+and 6 per length), full KV, ASL (tau 0.5), fastkv and gemfilter at select-k 1024 and 2048, ASL
+two-pass at select-k 1024.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.cli import load_tokenizer, model_path, parser_for, settings_of, write_results
-from benchmarks.offline_runner import Request, run_all
-from benchmarks.plots import grouped_bars
-from benchmarks.pruners import add_pruner_arguments, runs_from_arguments
+from benchmarks import accuracy_tables as tables
+from benchmarks.accuracy_run import Item, add_run_arguments, apply_preset, plan_seconds, run
+from benchmarks.cells import interleave, task_prompts
+from benchmarks.cli import parser_for
+from benchmarks.offline_runner import Request
+from benchmarks.plots import grouped_bars, selection_histograms
+from benchmarks.pruners import add_config_arguments, configs_from_arguments, parse
+from benchmarks.results_file import by_config, unavailable_lines
 from benchmarks.ruler_tasks import TASKS, fit
-from benchmarks.scoring import string_match_all
+from benchmarks.stats import difference
 
+CELLS = "(config, task): prompts spread evenly over the lengths"
+SMALL_CONFIGS = ["none", "asl,k=1024,tau=0.5", "fastkv,k=1024", "gemfilter,k=1024"]
+FULL_CONFIGS = [
+    "none",
+    "asl,k=1024,tau=0.5",
+    "asl,k=2048,tau=0.5",
+    "fastkv,k=1024",
+    "fastkv,k=2048",
+    "gemfilter,k=1024",
+    "gemfilter,k=2048",
+    "asl-2pass,k=1024,tau=0.5",
+]
+TARGET_TASKS = ["niah_multikey_1", "niah_multivalue"]
+SMALL = {"tasks": TARGET_TASKS, "lengths": [4000], "per_cell": 3}
+FULL = {"tasks": TARGET_TASKS, "lengths": [4000, 6000, 8000], "per_cell": 20}
 # Below this full-KV score a task says more about the model than about a pruner.
 WEAK_MODEL_SCORE = 50.0
-TARGET_NIAH_POINTS = 2.0
-HARD_TASKS = ("niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_single_3")
+FIXED_LAYER_PEERS = ("fastkv", "gemfilter")
+# The model writes about 20 tokens per value ("* **1056103** - This is the special magic number for ...").
+TOKENS_PER_VALUE = 32
 
 
-def build_requests(
-    tokenizer: Any, tasks: list[str], lengths: list[int], samples: int, max_new_tokens: int, seed: int
-) -> tuple[list[Request], dict[str, list[str]]]:
-    requests, answers = [], {}
-    for length in lengths:
-        for name in tasks:
-            task = TASKS[name]
-            for index in range(samples):
-                prompt = fit(task, tokenizer, length, seed, index)
-                key = f"{name}/{length}/{index}"
-                requests.append(Request(key, prompt.token_ids, min(task.tokens_to_generate, max_new_tokens)))
-                answers[key] = prompt.answers
-    return requests, answers
+def parse_args(argv: list[str] | None) -> Any:
+    parser = parser_for(__doc__, "ruler")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS))
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"cap on tokens to generate (default: RULER's, at most {TOKENS_PER_VALUE} per answer value)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser)
+    add_config_arguments(parser, SMALL_CONFIGS, FULL_CONFIGS)
+    args = parser.parse_args(argv)
+    apply_preset(args, SMALL, FULL)
+    return args
+
+
+def max_tokens(task: str, cap: int | None) -> int:
+    """RULER's tokens to generate, at most TOKENS_PER_VALUE per answer value (greedy answers
+    that keep talking after the values only cost decode time) or `cap`."""
+    spec = TASKS[task]
+    return min(spec.tokens_to_generate, TOKENS_PER_VALUE * spec.values, cap or spec.tokens_to_generate)
+
+
+def build_items(tokenizer: Any, args: Any) -> list[Item]:
+    """The prompts, tasks and lengths interleaved so that a stopped run has covered them all."""
+    items = []
+    prompts = task_prompts(args.tasks, args.lengths, args.per_cell)
+    for prompt in interleave(prompts, lambda p: (p.task, p.length)):
+        fitted = fit(TASKS[prompt.task], tokenizer, prompt.length, args.seed, prompt.index)
+        fields = {"task": prompt.task, "length": prompt.length, "haystack": TASKS[prompt.task].haystack}
+        request = Request(prompt.key, fitted.token_ids, max_tokens(prompt.task, args.max_new_tokens))
+        items.append(Item(request, fields, fitted.answers))
+    return items
+
+
+def estimated_seconds(argv: list[str] | None) -> float:
+    args = parse_args(argv)
+    configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
+    prompts = task_prompts(args.tasks, args.lengths, args.per_cell)
+    return plan_seconds(configs, [(p.length, max_tokens(p.task, args.max_new_tokens)) for p in prompts])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = parser_for(__doc__, "ruler")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1536], help="prompt lengths in tokens")
-    parser.add_argument("--samples", type=int, default=2, help="samples per task and length")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="cap on RULER's tokens to generate")
-    parser.add_argument("--seed", type=int, default=0)
-    add_pruner_arguments(parser, budget=512, select_k=1024)
-    args = parser.parse_args(argv)
-    began = time.perf_counter()
-
-    model = model_path(args)
-    requests, answers = build_requests(
-        load_tokenizer(model), args.tasks, args.lengths, args.samples, args.max_new_tokens, args.seed
-    )
-    max_len = max(args.lengths) + args.max_new_tokens + 64
-    outcomes = run_all(model, runs_from_arguments(args), requests, max_len)
-
-    results: dict[str, Any] = {}
-    for pruner, outcome in outcomes.items():
-        if not outcome.available:
-            results[pruner] = {"available": False, "reason": outcome.reason}
-            continue
-        per_task: dict[str, Any] = {}
-        for name in args.tasks:
-            for length in args.lengths:
-                keys = [f"{name}/{length}/{index}" for index in range(args.samples)]
-                layers = [outcome.completions[key].selection_layer for key in keys]
-                per_task[f"{name}/{length}"] = {
-                    "score": 100.0 * statistics.mean(
-                        string_match_all(outcome.completions[key].text, answers[key]) for key in keys
-                    ),
-                    "selection_layers": layers,
-                    "outputs": [outcome.completions[key].text for key in keys],
-                    "answers": [answers[key] for key in keys],
-                }
-        results[pruner] = {"available": True, "tasks": per_task}
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(results, args)
-    path = write_results(args.out, "ruler", settings_of(args), results, began)
-    print(table(results))
-    print(targets(results))
-    print(f"wrote {path} and ruler.png beside it ({time.perf_counter() - began:.0f} s)")
-    return results
+    args = parse_args(argv)
+    configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
+    return run(args, "ruler", configs, build_items, CELLS, plot, render)
 
 
-def _cells(results: dict[str, Any]) -> list[str]:
-    first = next((r for r in results.values() if r["available"]), None)
-    return list(first["tasks"]) if first else []
+def _task(record: dict[str, Any]) -> str:
+    return record["task"]
 
 
-def selection_summary(layers: list[int | None]) -> str:
-    """The layers ASL chose over a task's samples, most common first ('none': no layer passed tau)."""
-    counted = Counter("none" if layer is None else str(layer) for layer in layers)
-    return ", ".join(f"{layer}" + (f" x{count}" if count > 1 else "") for layer, count in counted.most_common())
-
-
-def table(results: dict[str, Any]) -> str:
-    """Markdown: one row per task (and length), one column per pruner, ASL's layers, a model note."""
-    pruners = list(results)
+def render(document: dict[str, Any], link: str = "") -> str:
+    """Markdown: scores, differences to full KV, targets, ASL's selection; `link`: the plots' folder."""
+    records, settings = document["records"], document["settings"]
+    tasks = settings["tasks"]
     lines = [
-        "| task | " + " | ".join(pruners) + " | ASL selection layer | note |",
-        "| --- " * (len(pruners) + 3) + "|",
+        f"Cells: {document['plan']['cells']}; {settings['per_cell']} prompts per cell over "
+        f"{', '.join(map(str, settings['lengths']))} tokens; score: string_match_all in %, 95% Wilson interval "
+        "in brackets.",
+        "",
+        *tables.comparison(records, _task, tasks, ""),
+        "",
+        weak_tasks(records, tasks),
+        "",
+        targets(records, tasks),
+        "",
+        *tables.selection(records),
+        *unavailable_lines(document),
     ]
-    for cell in _cells(results):
-        scores = [
-            f"{results[p]['tasks'][cell]['score']:.0f}" if results[p]["available"] else "n/a" for p in pruners
-        ]
-        asl = results.get("asl", {})
-        layers = selection_summary(asl["tasks"][cell]["selection_layers"]) if asl.get("available") else "-"
-        full = results.get("none", {})
-        weak = full.get("available") and full["tasks"][cell]["score"] < WEAK_MODEL_SCORE
-        note = "model too weak even with full KV" if weak else ""
-        lines.append(f"| {cell} | " + " | ".join(scores) + f" | {layers} | {note} |")
-    missing = [f"{p}: {r['reason']}" for p, r in results.items() if not r["available"]]
-    if missing:
-        lines.append("")
-        lines.append("Not available: " + "; ".join(missing))
+    if link:
+        lines += ["", f"![ruler]({link}/ruler.png)"]
+        if tables.selection_histograms(records):
+            lines.append(f"![selection]({link}/selection.png)")
     return "\n".join(lines)
 
 
-def _mean(results: dict[str, Any], pruner: str, prefix: tuple[str, ...]) -> float | None:
-    result = results.get(pruner)
-    if not result or not result["available"]:
-        return None
-    scores = [row["score"] for cell, row in result["tasks"].items() if cell.startswith(prefix)]
-    return statistics.mean(scores) if scores else None
+def weak_tasks(records: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
+    """The tasks full KV itself fails (score below WEAK_MODEL_SCORE), where no pruner can be judged."""
+    full = [r for r in records if r["config"] == tables.FULL_KV]
+    weak = []
+    for task in tasks:
+        found = tables.cell_score([r for r in full if r["task"] == task])
+        if found and found.mean < WEAK_MODEL_SCORE:
+            weak.append(f"{task} ({found})")
+    return "Full KV below 50 (the model, not the pruner): " + (", ".join(weak) if weak else "no task")
 
 
-def targets(results: dict[str, Any]) -> str:
-    """The accuracy targets, compared (printed, not asserted)."""
-    lines = ["Targets (printed, not asserted):"]
-    full, asl = _mean(results, "none", ("niah",)), _mean(results, "asl", ("niah",))
-    if full is not None and asl is not None:
-        verdict = "met" if asl >= full - TARGET_NIAH_POINTS else "NOT met"
-        lines.append(f"- niah tasks: asl {asl:.1f} vs full KV {full:.1f} (within {TARGET_NIAH_POINTS:g} points: {verdict})")
-    hard = _mean(results, "asl", HARD_TASKS)
-    for peer in ("fastkv", "gemfilter"):
-        other = _mean(results, peer, HARD_TASKS)
-        if hard is None or other is None:
-            lines.append(f"- multikey/UUID: asl vs {peer}: not measured ({peer} not available)")
-        else:
-            verdict = "met" if hard > other else "NOT met"
-            lines.append(f"- multikey/UUID: asl {hard:.1f} vs {peer} {other:.1f} (higher: {verdict})")
-    return "\n".join(lines)
+def targets(records: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
+    """ASL at or above fastkv and gemfilter at equal select-k, per task (printed, not asserted)."""
+    lines = ["Targets (printed, not asserted): ASL at or above fastkv and gemfilter at equal select-k:"]
+    configs = {name: parse(name) for name in by_config(records)}
+    for task in (t for t in tasks if t.startswith(("niah_multikey", "niah_multivalue"))):
+        in_task = [r for r in records if r["task"] == task]
+        for name, config in configs.items():
+            if config.pruner != "asl":
+                continue
+            mine = [r for r in in_task if r["config"] == name]
+            for peer_name, peer in configs.items():
+                if (
+                    peer.pruner not in FIXED_LAYER_PEERS
+                    or peer.select_k != config.select_k
+                    or peer.budget != config.budget
+                ):
+                    continue
+                pair = tables.paired(mine, [r for r in in_task if r["config"] == peer_name])
+                if pair:
+                    verdict = "met" if pair[0].mean >= pair[1].mean else "NOT met"
+                    lines.append(f"- {task}: {name} {pair[0]} vs {peer_name} {pair[1]}, {difference(*pair)}: {verdict}")
+    return "\n".join(lines) if len(lines) > 1 else lines[0] + " not measured"
 
 
-def plot(results: dict[str, Any], args: Any) -> None:
-    cells = _cells(results)
-    series = {
-        pruner: [result["tasks"][cell]["score"] for cell in cells]
-        for pruner, result in results.items()
-        if result["available"]
-    }
-    title = f"RULER-style tasks, budget {args.budget or 'none'} (string_match_all)"
-    grouped_bars(args.out / "ruler.png", title, cells, series, "score (%)")
+def plot(document: dict[str, Any], out: Any) -> None:
+    """Bars per task and config with their 95% intervals, and the selection histograms."""
+    records, tasks = document["records"], document["settings"]["tasks"]
+    series, intervals = {}, {}
+    for config, mine in by_config(records).items():
+        scores = [tables.cell_score([r for r in mine if r["task"] == task]) for task in tasks]
+        series[config] = [s.mean if s else None for s in scores]
+        intervals[config] = [(s.low, s.high) if s else None for s in scores]
+    grouped_bars(
+        out / "ruler.png",
+        "RULER-style tasks (string_match_all, 95% Wilson intervals)",
+        tasks,
+        series,
+        "score (%)",
+        intervals,
+    )
+    histograms = tables.selection_histograms(records)
+    if histograms:
+        selection_histograms(out / "selection.png", "ASL's selection layer (RULER-style prompts)", histograms)
 
 
 if __name__ == "__main__":

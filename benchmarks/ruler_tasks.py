@@ -13,7 +13,6 @@ prompt that fits the target token count in the model's chat template.
 
 from __future__ import annotations
 
-import heapq
 import random
 import re
 import string
@@ -68,6 +67,8 @@ class Task:
     kind: str  # niah, vt, cwe, fwe: how it is scored and reported
     tokens_to_generate: int
     make: Callable[[int, random.Random, int], Sample]  # (size, rng, target tokens) -> sample
+    haystack: str  # what the context is made of: noise, prose, needles, words
+    values: int = 1  # answer strings a sample has
 
 
 @dataclass(frozen=True)
@@ -196,18 +197,18 @@ def _fwe(size: int, rng: random.Random, target: int, alpha: float = 2.0, word_le
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("niah_single_1", "niah", 128, _niah("noise", "word", "number")),
-        Task("niah_single_2", "niah", 128, _niah("prose", "word", "number")),
-        Task("niah_single_3", "niah", 128, _niah("prose", "word", "uuid")),
-        Task("niah_single_word", "niah", 128, _niah("prose", "word", "word")),
-        Task("niah_multikey_1", "niah", 128, _niah("prose", "word", "number", num_k=4)),
-        Task("niah_multikey_2", "niah", 128, _niah("needle", "word", "number")),
-        Task("niah_multikey_3", "niah", 128, _niah("needle", "uuid", "uuid")),
-        Task("niah_multivalue", "niah", 128, _niah("prose", "word", "number", num_v=4)),
-        Task("niah_multiquery", "niah", 128, _niah("prose", "word", "number", num_q=4)),
-        Task("vt", "vt", 30, _vt),
-        Task("cwe", "cwe", 120, _cwe),
-        Task("fwe", "fwe", 50, _fwe),
+        Task("niah_single_1", "niah", 128, _niah("noise", "word", "number"), "noise"),
+        Task("niah_single_2", "niah", 128, _niah("prose", "word", "number"), "prose"),
+        Task("niah_single_3", "niah", 128, _niah("prose", "word", "uuid"), "prose"),
+        Task("niah_single_word", "niah", 128, _niah("prose", "word", "word"), "prose"),
+        Task("niah_multikey_1", "niah", 128, _niah("prose", "word", "number", num_k=4), "prose"),
+        Task("niah_multikey_2", "niah", 128, _niah("needle", "word", "number"), "needles"),
+        Task("niah_multikey_3", "niah", 128, _niah("needle", "uuid", "uuid"), "needles"),
+        Task("niah_multivalue", "niah", 128, _niah("prose", "word", "number", num_v=4), "prose", 4),
+        Task("niah_multiquery", "niah", 128, _niah("prose", "word", "number", num_q=4), "prose", 4),
+        Task("vt", "vt", 30, _vt, "noise", 5),
+        Task("cwe", "cwe", 120, _cwe, "words", 10),
+        Task("fwe", "fwe", 50, _fwe, "words", 3),
     )
 }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVED_NAME = "bench"
+CHECKOUT = Path(__file__).resolve().parent.parent
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -76,11 +77,9 @@ def start(model: str, flags: list[str], log_path: Path, max_model_len: int, time
     port = free_port()
     command = [
         *vllm_command(), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", SERVED_NAME, "--max-model-len", str(max_model_len),
-        # Pruned servers run eagerly; `none` too, so the ratios compare one execution mode.
-        "--enforce-eager", *flags,
+        "--served-model-name", SERVED_NAME, "--max-model-len", str(max_model_len), *flags,
     ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    env = server_environment(flags)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
@@ -100,6 +99,19 @@ def start(model: str, flags: list[str], log_path: Path, max_model_len: int, time
         time.sleep(1)
     server.stop()
     raise ServerRefused(f"not ready after {timeout_s:.0f} s")
+
+
+def server_environment(flags: list[str]) -> dict[str, str]:
+    """This environment, with this checkout first on the server's import path (the server runs the
+    plugin code being benchmarked) and the CPU build's KV size variable, which overrides
+    --kv-cache-memory-bytes, left out when that flag is given (else 1 GiB)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    if "--kv-cache-memory-bytes" in flags:
+        env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    else:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return env
 
 
 def error_line(log_path: Path) -> str:
