@@ -18,7 +18,6 @@ from typing import Any
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from benchmarks.engine_support import unsupported  # noqa: E402
 from benchmarks.pruners import Config, group_by_engine, request_args  # noqa: E402
 
 REPORT_KEY = "kv_pruner"
@@ -69,13 +68,7 @@ def run_all(
 ) -> None:
     """Every request through every config, skipping (config name, request key) pairs in `done`."""
     for engine, group in group_by_engine(configs):
-        runnable = []
-        for config in group:
-            reason = unsupported(config)
-            if reason:
-                on_refused(config, reason)
-            else:
-                runnable.append(config)
+        runnable = list(group)
         pending = [(c, r) for r in requests for c in runnable if (c.name, r.key) not in done]
         if not pending:
             continue

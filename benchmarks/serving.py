@@ -31,7 +31,6 @@ from typing import Any
 from benchmarks import serving_tables
 from benchmarks.accuracy_run import CONTEXT_MARGIN, apply_preset
 from benchmarks.cli import load_tokenizer, model_path, parser_for, settings_of
-from benchmarks.engine_support import unsupported
 from benchmarks.plots import grouped_bars
 from benchmarks.pruners import (
     DEFAULT_HEADS,
@@ -176,13 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     done = results.done()
     for engine, group in groups:
-        runnable = []
-        for config in group:
-            reason = unsupported(config)
-            if reason:
-                results.unavailable(config.name, reason)
-            elif not {(config.name, key) for key in record_keys(config, args)} <= done:
-                runnable.append(config)
+        runnable = [
+            config for config in group if not {(config.name, key) for key in record_keys(config, args)} <= done
+        ]
         if not runnable:
             continue
         flags = server_flags(engine) + ["--kv-cache-memory-bytes", str(pool)]
