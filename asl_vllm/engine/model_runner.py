@@ -10,7 +10,7 @@ attention metadata (`OffsetAttentionGroup`, `KVOffsets`) and, for two-pass
 methods, its RoPE positions.
 
 Overrides: `load_model`, `get_kv_cache_spec`, `initialize_attn_backend`,
-`initialize_kv_cache`, `_update_states`, `_prepare_inputs`,
+`initialize_kv_cache`, `profile_run`, `_update_states`, `_prepare_inputs`,
 `_determine_batch_execution_and_padding`, `_model_forward` and
 `sample_tokens`. The decisions of a step travel to the scheduler on that step's
 `ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the worker and the scheduler
@@ -38,6 +38,8 @@ from asl_vllm.engine.layer_groups import bucketed_specs
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.request_config import prefill_prune_config
 from asl_vllm.scoring.kv_layout import check_backend
+from asl_vllm.scoring.memory import scoring_transient_bytes
+from asl_vllm.scoring.warmup import triton_runs_on, warm_up_kernels
 
 DECISIONS_KEPT = 1024
 # ModelRunnerOutput attribute carrying the step's `PruneDecision`s to the scheduler.
@@ -93,14 +95,46 @@ class PruningRunnerMixin:
         layer_groups = [group_of.get(stack.layer_name(layer)) for layer in range(stack.num_layers)]
         if None in layer_groups:
             raise RuntimeError("KV pruning needs every decoder layer in a KV cache group")
+        config = self.pruner_config
         self.pruning_step = PruningStep(
             stack,
             self.kv_offsets.block_size,
             layer_groups,
             self._build_layer_metadata,
-            self.pruner_config.window,
-            self.pruner_config.pool_kernel,
+            config.window,
+            config.pool_kernel,
         )
+        # Compile the scoring kernels now, not during the first pruned request.
+        warm_up_kernels(
+            self.device,
+            self.model_config.dtype,
+            stack.num_heads,
+            stack.num_kv_heads,
+            stack.head_size,
+            config.window,
+            config.pool_kernel,
+            config.obs_layers,
+        )
+
+    def profile_run(self, *args: Any, **kwargs: Any) -> None:
+        """vLLM sizes the KV cache from this run's peak memory: hold, meanwhile, what scoring a pruning
+        prefill of the step's whole token budget allocates beside the model's own activations."""
+        stack, config = self.pruner_stack, self.pruner_config
+        transient = scoring_transient_bytes(
+            self.max_num_tokens,
+            stack.num_heads,
+            stack.num_kv_heads,
+            stack.head_size,
+            config.window,
+            config.obs_layers,
+            self.model_config.dtype,
+            use_triton=triton_runs_on(self.device),
+        )
+        reserved = torch.empty(transient, dtype=torch.uint8, device=self.device)
+        try:
+            super().profile_run(*args, **kwargs)
+        finally:
+            del reserved
 
     def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
         return self.attn_groups[group][0].build_unshifted(common)

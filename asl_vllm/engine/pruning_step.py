@@ -47,6 +47,7 @@ from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.compaction import gather_per_head, write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.eager_kernels import fused_kernels
 from asl_vllm.policies import make_policy
 from asl_vllm.policies.fixed import NoSelectionPolicy
 from asl_vllm.scoring.reference import budget_select, select_tokens
@@ -193,7 +194,7 @@ class PruningStep:
         # Layers update their inputs in place; a re-run needs the untouched embeddings.
         embeddings = hidden.clone() if inputs_embeds is not None else None
         full = hidden.new_zeros((positions.shape[0], hidden.shape[-1]))
-        with self.capture:
+        with self.capture, fused_kernels(self.stack.inner):
             self._run_layers(lives, hidden, tables, full_slots, full)
             reruns = [live.for_rerun() for live in lives if live.rerun_rows is not None]
             if reruns:
