@@ -7,8 +7,9 @@ through `vllm.ir` ops whose priority is `native`, and `CustomOp` layers
 (`CustomOp.dispatch_forward`). The pruning loop runs the same layers eagerly,
 where those unfused torch ops cost several times vLLM's C++/CUDA kernels (an
 8k-token prefill on the CPU build spends ~0.8 s more in them than compiled).
-`fused_kernels(model)` switches, for the loop only, to the kernels vLLM uses
-in eager mode: the `vllm_c` IR providers (plus the same `torch.ops._C` kernels
+`fused_kernels(model)` switches, for the loop of a compiled engine only
+(an eager engine's loop keeps the layers exactly as vLLM's forward runs them),
+to vLLM's fused kernels: the `vllm_c` IR providers (plus the same `torch.ops._C` kernels
 registered for the CPU build, where vLLM ships them but does not register
 them), and the platform method of each `CustomOp` left on `forward_native`.
 Touches vLLM 0.32's `CustomOp._forward_method`, the attribute

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 import torch
-from vllm.config import CUDAGraphMode
+from vllm.config import CompilationMode, CUDAGraphMode
 from vllm.v1.attention.backend import CommonAttentionMetadata
 from vllm.v1.kv_cache_interface import KVCacheSpec
 
@@ -96,6 +96,8 @@ class PruningRunnerMixin:
         if None in layer_groups:
             raise RuntimeError("KV pruning needs every decoder layer in a KV cache group")
         config = self.pruner_config
+        # An eager engine's layers already run the kernels vLLM picks for eager steps: the loop keeps them, so a
+        # request decoding beside a pruning prefill gets the same numbers as on vLLM's forward.
         self.pruning_step = PruningStep(
             stack,
             self.kv_offsets.block_size,
@@ -103,6 +105,7 @@ class PruningRunnerMixin:
             self._build_layer_metadata,
             config.window,
             config.pool_kernel,
+            fused_kernels=self.compilation_config.mode != CompilationMode.NONE,
         )
         # Compile the scoring kernels now, not during the first pruned request.
         warm_up_kernels(

@@ -29,6 +29,7 @@ left in blocks the scheduler frees.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections import defaultdict
@@ -152,7 +153,10 @@ class PruningStep:
         build_metadata: Callable[[CommonAttentionMetadata, int], Any],
         window: int,
         pool_kernel: int,
+        fused_kernels: bool,
     ) -> None:
+        """`fused_kernels`: run the layers with vLLM's fused eager kernels (`eager_kernels`) instead of the
+        plain-torch layers a compiled engine leaves for torch.compile to fuse."""
         self.stack = stack
         self.capture = AttentionCapture(stack)
         self.block_size = block_size
@@ -162,6 +166,7 @@ class PruningStep:
         self.build_metadata = build_metadata
         self.window = window
         self.pool_kernel = pool_kernel
+        self.fused_kernels = fused_kernels
         # Steps run through this loop, for the tests and metrics that show decodes never do.
         self.steps_run = 0
 
@@ -194,7 +199,8 @@ class PruningStep:
         # Layers update their inputs in place; a re-run needs the untouched embeddings.
         embeddings = hidden.clone() if inputs_embeds is not None else None
         full = hidden.new_zeros((positions.shape[0], hidden.shape[-1]))
-        with self.capture, fused_kernels(self.stack.inner):
+        kernels = fused_kernels(self.stack.inner) if self.fused_kernels else contextlib.nullcontext()
+        with self.capture, kernels:
             self._run_layers(lives, hidden, tables, full_slots, full)
             reruns = [live.for_rerun() for live in lives if live.rerun_rows is not None]
             if reruns:
