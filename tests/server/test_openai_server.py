@@ -21,7 +21,7 @@ def test_chat_completion_through_http(asl_server):
         f"{url}/v1/chat/completions",
         json={
             "model": "smollm2",
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "messages": [{"role": "user", "content": "Which city is the capital of France?"}],
             "max_tokens": 16,
             "temperature": 0,
         },
