@@ -35,6 +35,24 @@ _REFUSED_WHEN_ON = {
         "pruned requests' attention metadata is per request row, which micro-batching splits",
     ),
 }
+# EngineArgs field -> (flag, why it conflicts). Refused above 1; tensor and data parallelism work.
+_REFUSED_PARALLELISM = {
+    "pipeline_parallel_size": (
+        "--pipeline-parallel-size",
+        "a pruning prefill shrinks the rows the layers after the selection layer run, and vLLM 0.32 passes every "
+        "scheduled row between pipeline stages and returns only the last stage's results to the scheduler "
+        "(README: Parallelism)",
+    ),
+    "decode_context_parallel_size": (
+        "--decode-context-parallel-size",
+        "it spreads each request's KV cache over ranks token by token, while pruning keeps a request's kept "
+        "tokens in block-aligned tail slots of one cache",
+    ),
+    "prefill_context_parallel_size": (
+        "--prefill-context-parallel-size",
+        "it splits a prompt's tokens over ranks, while a pruning prefill scores and selects over the whole prompt",
+    ),
+}
 # Token budget headroom beside a prompt of max_model_len tokens when --max-num-seqs is not given.
 DEFAULT_DECODE_HEADROOM = 256
 
@@ -50,12 +68,9 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
         raise PrunerConfigError(
             "--speculative-config", f"speculative decoding is not supported with --kv-pruner {config.pruner}"
         )
-    for field, option in (
-        ("pipeline_parallel_size", "--pipeline-parallel-size"),
-        ("tensor_parallel_size", "--tensor-parallel-size"),
-    ):
+    for field, (option, why) in _REFUSED_PARALLELISM.items():
         if (getattr(engine_args, field, 1) or 1) > 1:
-            raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}")
+            raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}: {why}")
     if (
         engine_args.disable_hybrid_kv_cache_manager is True
         and config.layer_groups != 1

@@ -13,9 +13,9 @@ Overrides: `load_model`, `get_kv_cache_spec`, `initialize_attn_backend`,
 `initialize_kv_cache`, `profile_run`, `_update_states`, `_prepare_inputs`,
 `_determine_batch_execution_and_padding`, `_model_forward` and
 `sample_tokens`. The decisions of a step travel to the scheduler on that step's
-`ModelRunnerOutput` (attribute `DECISIONS_ATTR`): the worker and the scheduler
-share the engine-core process (tensor and pipeline parallelism are refused), so
-the object arrives as it was built.
+`ModelRunnerOutput` (`asl_vllm.engine.decision_channel`). Under tensor
+parallelism every rank runs this runner on its own heads and, scoring through
+the TP group (`HeadShards`), makes the same decisions and keeps the same offsets.
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ from vllm.v1.kv_cache_interface import KVCacheSpec
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine.attention_groups import OffsetAttentionGroup
 from asl_vllm.engine.attention_layout import StepTables
+from asl_vllm.engine.decision_channel import with_decisions
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.request_config import prefill_prune_config
+from asl_vllm.scoring.head_shards import tensor_parallel_shards
 from asl_vllm.scoring.kv_layout import check_backend
 from asl_vllm.scoring.memory import scoring_transient_bytes
 from asl_vllm.scoring.warmup import triton_runs_on, warm_up_kernels
 
 DECISIONS_KEPT = 1024
-# ModelRunnerOutput attribute carrying the step's `PruneDecision`s to the scheduler.
-DECISIONS_ATTR = "kv_pruner_decisions"
 
 
 class PruningRunnerMixin:
@@ -106,6 +106,7 @@ class PruningRunnerMixin:
             config.window,
             config.pool_kernel,
             fused_kernels=self.compilation_config.mode != CompilationMode.NONE,
+            shards=tensor_parallel_shards(self.model_config.get_total_num_kv_heads()),
         )
         # Compile the scoring kernels now, not during the first pruned request.
         warm_up_kernels(
@@ -200,9 +201,7 @@ class PruningRunnerMixin:
     def sample_tokens(self, *args: Any, **kwargs: Any) -> Any:
         output = super().sample_tokens(*args, **kwargs)
         decisions, self._step_decisions = self._step_decisions, []
-        if decisions:
-            setattr(output, DECISIONS_ATTR, decisions)
-        return output
+        return with_decisions(output, decisions) if decisions else output
 
     def _plan_steps(self) -> list[RequestStep] | None:
         """This step's requests when one of them is a whole prefill to prune; None otherwise."""
@@ -232,6 +231,10 @@ class PruningRunnerMixin:
                 )
             )
         return steps if any_pruning else None
+
+    def pruned_requests_held(self) -> int:
+        """Requests whose KV offsets this runner still applies (0 once every pruned request is gone)."""
+        return len(self.kv_offsets.requests)
 
     def take_pruner_decisions(self) -> list[PruneDecision]:
         decisions = list(self.pruner_decisions)

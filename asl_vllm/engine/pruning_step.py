@@ -25,6 +25,13 @@ selection layer; once the loop is done, the whole model re-runs from layer 0 on
 the selected tokens' embeddings with fresh positions 0..k'-1, every layer
 writing into the tail slots [N - k', N). The first pass's KV is overwritten or
 left in blocks the scheduler frees.
+
+Under tensor parallelism every rank runs this loop on its own heads. The
+scores that rank tokens are summed over the TP group first (`StepScores`,
+`HeadShards`), so every rank makes the same decisions and keeps the same rows,
+offsets and slots; only a per-KV-head budget keeps, per KV head, tokens of
+that head's own scores (which, for a replicated KV head, are summed over its
+replicas). The layers' own collectives then see the same rows on every rank.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.eager_kernels import fused_kernels
 from asl_vllm.policies import make_policy
 from asl_vllm.policies.fixed import NoSelectionPolicy
+from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
 from asl_vllm.scoring.reference import budget_select, select_tokens
 from asl_vllm.scoring.step_scores import StepScores
 
@@ -154,6 +162,7 @@ class PruningStep:
         window: int,
         pool_kernel: int,
         fused_kernels: bool,
+        shards: HeadShards = SINGLE_RANK,
     ) -> None:
         """`fused_kernels`: run the layers with vLLM's fused eager kernels (`eager_kernels`) instead of the
         plain-torch layers a compiled engine leaves for torch.compile to fuse."""
@@ -167,6 +176,8 @@ class PruningStep:
         self.window = window
         self.pool_kernel = pool_kernel
         self.fused_kernels = fused_kernels
+        # This rank's heads under tensor parallelism: scores summed over heads are summed over the TP group.
+        self.shards = shards
         # Steps run through this loop, for the tests and metrics that show decodes never do.
         self.steps_run = 0
 
@@ -293,6 +304,7 @@ class PruningStep:
                 stack.scale,
                 self.window,
                 self.pool_kernel,
+                self.shards,
             )
             row_of = {index: row for row, index in enumerate(scored)}
             self._select(layer_index, lives, scores, row_of)
@@ -359,11 +371,11 @@ class PruningStep:
                 continue
             count, keep = live.count, live.budget_keep
             kept = budget_select(
-                scores.kv_scores[row, :, : scores.lengths[row]],
+                scores.budget_scores(row, shared=live.config.budget_heads == "shared"),
                 count,
                 keep,
                 live.config.window,
-                shared=live.config.budget_heads == "shared",
+                stack.num_kv_heads,
             )
             start = starts[index]
             kept_keys.append(gather_per_head(keys[start : start + count], kept))

@@ -10,7 +10,7 @@ can never run whole: it is served unpruned, and the log says so.
 
 After a pruning prefill, every layer of KV cache group g keeps its tokens in
 the tail slots [D_g, N) (`asl_vllm.budget`); the worker reports the offsets on
-the step's `ModelRunnerOutput`. Each group's `PrunedHeadManager` records its
+the step's `ModelRunnerOutput` (`asl_vllm.engine.decision_channel`). Each group's `PrunedHeadManager` records its
 offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
 `remove_skipped_blocks`.
 
@@ -28,9 +28,9 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine import head_manager
+from asl_vllm.engine.decision_channel import step_decisions
 from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
-from asl_vllm.engine.model_runner import DECISIONS_ATTR
 from asl_vllm.log import logger
 from asl_vllm.request_config import prefill_prune_config, requested_pruner
 
@@ -77,8 +77,7 @@ class PruningScheduler(Scheduler):
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
-        step_decisions = getattr(model_runner_output, DECISIONS_ATTR, None) or ()
-        decisions = {decision.req_id: decision for decision in step_decisions}
+        decisions = {decision.req_id: decision for decision in step_decisions(model_runner_output)}
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
             if request is not None and not request.is_finished():
@@ -131,6 +130,7 @@ class PruningScheduler(Scheduler):
             freed.append(manager.block_pool.get_num_free_blocks() - before)
         decision.freed_blocks = sum(freed)
         decision.freed_blocks_per_group = freed
-        decision.freed_kv_bytes = sum(
+        # A block's page holds one rank's KV heads; every tensor-parallel rank frees the same blocks.
+        decision.freed_kv_bytes = self.vllm_config.parallel_config.tensor_parallel_size * sum(
             count * group_block_bytes(group) for count, group in zip(freed, groups, strict=True)
         )

@@ -208,18 +208,18 @@ def snapkv_select(kv_scores: torch.Tensor, num_tokens: int, keep: int, window: i
     return torch.stack([select_tokens(row, num_tokens, keep, window) for row in kv_scores])
 
 
-def budget_select(kv_scores: torch.Tensor, num_tokens: int, keep: int, window: int, shared: bool) -> torch.Tensor:
-    """The budget rule: kv_scores[G, M] -> LongTensor[G, min(keep, N)], the tokens each KV head keeps.
+def budget_select(scores: torch.Tensor, num_tokens: int, keep: int, window: int, num_kv_heads: int) -> torch.Tensor:
+    """The budget rule: -> LongTensor[G, min(keep, N)], the tokens each of the G KV heads keeps.
 
-    Per KV head (`shared=False`): SnapKV's rule, each KV head its own top tokens
-    by the scores of the query heads that read it. Shared: one set for all KV
-    heads, ranked by the sum over every head (ASL's token score), so a span
-    that one head group attends to survives in all of them.
+    scores[G, M], one row per KV head: SnapKV's rule, each KV head its own top
+    tokens by the scores of the query heads that read it. scores[M]: one set
+    for all KV heads, ranked by ASL's token score (the sum over every head), so
+    a span that one head group attends to survives in all of them.
     """
-    if not shared:
-        return snapkv_select(kv_scores, num_tokens, keep, window)
-    kept = select_tokens(kv_scores.sum(dim=0), num_tokens, keep, window)
-    return kept.view(1, -1).expand(kv_scores.shape[0], -1)
+    if scores.dim() == 2:
+        return snapkv_select(scores, num_tokens, keep, window)
+    kept = select_tokens(scores, num_tokens, keep, window)
+    return kept.view(1, -1).expand(num_kv_heads, -1)
 
 
 def gemfilter_scores(

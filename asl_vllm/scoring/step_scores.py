@@ -9,6 +9,10 @@ batch. ASL and FastKV rank by the pooled window attention summed over all
 heads, a per-layer budget keeps tokens by the pooled scores per KV head, and
 GemFilter ranks by the last query's raw QK^T; only what is asked for is
 computed.
+
+Under tensor parallelism the layer's q and k hold only this rank's heads: the
+scores that sum over heads are summed over the TP group (`HeadShards`) before
+anything ranks them, so every rank ranks the same scores.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import cached_property
 import torch
 
 from asl_vllm.scoring import dispatch
+from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
 from asl_vllm.scoring.reference import gemfilter_scores
 
 
@@ -32,8 +37,9 @@ class StepScores:
         scale: float,
         window: int,
         pool_kernel: int,
+        shards: HeadShards = SINGLE_RANK,
     ) -> None:
-        """query[T, H, d], keys[T, G, d]; request r owns rows [starts[r], starts[r] + counts[r])."""
+        """query[T, H, d], keys[T, G, d] (this rank's heads); request r owns rows [starts[r], starts[r] + counts[r])."""
         self.query = query
         self.keys = keys
         self.starts = list(starts)
@@ -41,12 +47,13 @@ class StepScores:
         self.scale = scale
         self.window = window
         self.pool_kernel = pool_kernel
+        self.shards = shards
         # Past tokens M_r = N_r - min(window, N_r) each request scores.
         self.lengths = [count - min(window, count) for count in self.counts]
 
     @cached_property
-    def kv_scores(self) -> torch.Tensor:
-        """[R, G, max M]: pooled window histogram per query head, summed per KV head (zero after M_r)."""
+    def local_kv_scores(self) -> torch.Tensor:
+        """[R, G, max M]: pooled window histogram of this rank's query heads, summed per KV head (zero after M_r)."""
         device = self.keys.device
         count = max(self.counts)
         starts = torch.tensor(self.starts, dtype=torch.int64, device=device).view(-1, 1)
@@ -66,12 +73,22 @@ class StepScores:
         return dispatch.pool_and_group(hist, self.lengths, self.pool_kernel, self.keys.shape[1])
 
     @cached_property
+    def kv_scores(self) -> torch.Tensor:
+        """[R, G, max M]: per local KV head, the pooled histogram summed over every query head reading it."""
+        return self.shards.sum_over_replicas(self.local_kv_scores)
+
+    @cached_property
     def token_scores(self) -> torch.Tensor:
         """[R, max M]: ASL's one score per past token, summed over every query head."""
-        return self.kv_scores.sum(dim=1)
+        return self.shards.sum_over_ranks(self.local_kv_scores.sum(dim=1))
+
+    def budget_scores(self, request: int, shared: bool) -> torch.Tensor:
+        """What a budget ranks request r's past tokens by: [M_r] token scores (shared), else [G, M_r] per KV head."""
+        length = self.lengths[request]
+        return self.token_scores[request, :length] if shared else self.kv_scores[request, :, :length]
 
     def gemfilter(self, request: int) -> torch.Tensor:
-        """[M_r]: GemFilter's last-query inner products of request r, summed over heads and pooled."""
+        """[M_r]: GemFilter's last-query inner products of request r, summed over every head and pooled."""
         start, count = self.starts[request], self.counts[request]
         keys = self.keys[start : start + count]
-        return gemfilter_scores(self.query[start + count - 1], keys, self.window)
+        return self.shards.sum_over_ranks(gemfilter_scores(self.query[start + count - 1], keys, self.window))

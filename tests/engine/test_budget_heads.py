@@ -100,9 +100,9 @@ def test_engine_keeps_the_reference_tokens(fp32_engine, hf_rows, heads):
         query, keys = rows[layer]
         scale = _runner(llm).pruner_stack.scale
         pooled = ref.pool_scores(ref.window_histogram(query[-WINDOW:], keys, scale), POOL)
-        expected = ref.budget_select(
-            ref.kv_head_scores(pooled, keys.shape[1]), NUM_TOKENS, NUM_TOKENS - offset, WINDOW, heads == "shared"
-        )
+        per_kv_head = ref.kv_head_scores(pooled, keys.shape[1])
+        ranked = per_kv_head.sum(dim=0) if heads == "shared" else per_kv_head
+        expected = ref.budget_select(ranked, NUM_TOKENS, NUM_TOKENS - offset, WINDOW, keys.shape[1])
         stored = _stored_tokens(llm, req_id, layer, keys, offset)
         assert torch.equal(stored, expected), f"layer {layer}: {(stored != expected).sum().item()} slots differ"
     if heads == "shared":
