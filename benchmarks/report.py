@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         path = root / name / f"{name}.json"
         if path.exists():
             documents[name] = json.loads(path.read_text())
+            if args.no_run:
+                # A stopped run drew no plots: draw them from what its JSON holds, so the section's links resolve.
+                BENCHMARKS[name].plot(documents[name], root / name)
     if not documents:
         parser.error(f"no results under {root}")
     command = shlex.join(["python", "-m", "benchmarks.report", *(["--full"] if args.full else []), *passthrough])

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             server.stop()
     document = results.finish()
-    plot(document, args.out / "serving.png")
+    plot(document, args.out)
     print(render(document))
     print(f"wrote {args.out / 'serving.json'} and serving.png beside it ({time.perf_counter() - began:.0f} s)")
     return document
@@ -276,7 +276,9 @@ def render(document: dict[str, Any], link: str = "") -> str:
     return "\n".join(lines)
 
 
-def plot(document: dict[str, Any], path: Path) -> None:
+def plot(document: dict[str, Any], out: Path) -> None:
+    """serving.png in `out`: each config's TTFT as a ratio to unmodified vLLM's, per load level."""
+    path = out / "serving.png"
     medians = serving_tables.level_medians(document["records"])
     base = medians.get(serving_tables.BASELINE)
     if not base:
