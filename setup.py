@@ -18,8 +18,9 @@ class BuildWithStartupPth(build_py):
 
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / STARTUP_PTH
-        target.write_text(Path(__file__).with_name(STARTUP_PTH).read_text())
+        # An editable install ships what lands in install's directory, not build_lib.
+        target_dir = self.get_finalized_command("install").install_lib if self.editable_mode else self.build_lib
+        (Path(target_dir) / STARTUP_PTH).write_text(Path(__file__).with_name(STARTUP_PTH).read_text())
 
 
 setup(
@@ -52,7 +53,6 @@ setup(
     },
     entry_points={
         "vllm.general_plugins": ["asl_vllm = asl_vllm.plugin:register"],
-        "vllm.logits_processors": ["asl_vllm = asl_vllm.request_validation:PrunerRequestValidator"],
         "vllm.stat_logger_plugins": ["asl_vllm = asl_vllm.metrics:PrunerPrometheusStatLogger"],
         "console_scripts": [
             "asl-vllm-model = asl_vllm.embedded_model:main",

@@ -97,7 +97,8 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     if current_platform.is_cpu():
         engine_args.worker_cls = CPU_WORKER
     else:
-        # The pruning runner extends the V1 GPU model runner; pin it for CUDA.
+        # The pruning runner extends the V1 GPU model runner; pin it for CUDA. vLLM 0.32 has no config
+        # field for this: VllmConfig.use_v2_model_runner reads this variable in every process.
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
         engine_args.worker_cls = GPU_WORKER
     engine_args.scheduler_cls = SCHEDULER

@@ -26,19 +26,6 @@ REQUEST_KEYS = {
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
 
-_server_config: PrunerConfig | None = None
-
-
-def set_server_config(config: PrunerConfig) -> None:
-    """Remember what requests are checked against, in the process that built the engine config
-    (the API server's frontend; with several engines in one process, the last one built)."""
-    global _server_config
-    _server_config = config
-
-
-def server_config() -> PrunerConfig | None:
-    return _server_config
-
 
 def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> PrunerConfig:
     """The effective config of one request; raises PrunerConfigError naming the request field."""

@@ -1,44 +1,45 @@
-"""HTTP 400 for bad per-request pruner settings, through vLLM's logits-processor hook.
+"""HTTP 400 for bad per-request pruner settings, at vLLM's per-request admission check.
 
-vLLM 0.32 calls `LogitsProcessor.validate_params` on every request in the
-frontend and turns its `ValueError` into HTTP 400 (offline: an exception from
-`LLM.generate`). That is the one per-request validation seam a plugin has, so
-this class is registered as a logits processor (`vllm.logits_processors`
-entry point) that validates and otherwise does nothing: it is argmax-invariant
-and returns the logits untouched.
+vLLM 0.32's `InputProcessor` (the frontend of `vllm serve` and of `LLM`) builds one
+params validator from its `VllmConfig` and runs it on every request's
+`SamplingParams`; the OpenAI server answers its `VLLMValidationError` with HTTP 400
+(offline: an exception from `LLM.generate`). `vllm_patches` chains `check_request`
+onto that validator with the pruner config of the engine the frontend serves, so
+each frontend checks requests against its own engine's settings.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.exceptions import VLLMValidationError
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.request_config import REQUEST_KEYS, request_config, server_config
+from asl_vllm.request_config import REQUEST_KEYS, request_config
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
 
 
-class PrunerRequestValidator(LogitsProcessor):
-    @classmethod
-    def validate_params(cls, sampling_params: SamplingParams) -> None:
-        extra_args = sampling_params.extra_args or {}
-        if not any(key in REQUEST_KEYS for key in extra_args):
-            return
-        try:
-            request_config(server_config() or PrunerConfig(), extra_args)
-        except PrunerConfigError as error:
-            raise ValueError(f"vllm_xargs.{error}") from None
+def check_request(server: PrunerConfig, sampling_params: SamplingParams) -> None:
+    """Raise VLLMValidationError naming the `vllm_xargs` field when a request's pruner settings are bad."""
+    extra_args = sampling_params.extra_args or {}
+    if not any(key in REQUEST_KEYS for key in extra_args):
+        return
+    try:
+        request_config(server, extra_args)
+    except PrunerConfigError as error:
+        raise VLLMValidationError(f"vllm_xargs.{error}") from None
 
-    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
-        pass
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits
+def with_request_check(
+    validate: Callable[[SamplingParams], None], server: PrunerConfig
+) -> Callable[[SamplingParams], None]:
+    """vLLM's params validator followed by `check_request` against `server`."""
 
-    def is_argmax_invariant(self) -> bool:
-        return True
+    def validate_with_pruner(sampling_params: SamplingParams) -> None:
+        validate(sampling_params)
+        check_request(server, sampling_params)
 
-    def update_state(self, batch_update: BatchUpdate | None) -> None:
-        pass
+    return validate_with_pruner

@@ -4,12 +4,19 @@
   `AsyncEngineArgs.add_cli_args` loads general plugins before calling it, so
   `vllm serve --help` lists them.
 - `EngineArgs.from_cli_args`: it copies only dataclass fields; carry the pruner
-  flags into `additional_config["kv_pruner"]` and fail fast on bad values.
+  flags into `additional_config["kv_pruner"]` and fail fast on bad values
+  (`PrunerConfigError`).
+- `ServeSubcommand.cmd` (vllm/entrypoints/cli/serve.py), the `vllm serve` command:
+  end on a `PrunerConfigError` with its one line, as argparse's errors do; wrapped
+  by `asl_vllm_startup` as soon as that module is imported.
 - `EngineArgs.__init__` / `AsyncEngineArgs.__init__` (dataclass-generated):
   accept the same settings as keyword arguments, so `LLM(model, kv_pruner="asl")`
   works.
 - `EngineArgs.create_engine_config`: switch on the engine settings a pruner
   needs and resolve the config against the model depth.
+- `InputProcessor._build_logits_processors_params_validator`
+  (vllm/v1/engine/input_processor.py): the frontend's per-request check; add the
+  pruner settings' check against this engine's config (`request_validation`).
 - `IterationStats.update_from_output` (vllm/v1/metrics/stats.py): stat loggers get
   no per-request engine output, so keep the decision reports of the step's new
   requests (`kv_transfer_params["kv_pruner"]`) on the step's `IterationStats`
@@ -25,11 +32,11 @@ import sys
 from typing import Any
 
 from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
-from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig, PrunerConfigError, from_vllm_config
 from asl_vllm.engine.decisions import REPORT_KEY
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
 from asl_vllm.log import logger
-from asl_vllm.request_config import set_server_config
+from asl_vllm.request_validation import with_request_check
 
 _PATCHED_MARK = "_asl_vllm_patched"
 # EngineArgs keyword -> PrunerConfig field, e.g. LLM(..., kv_pruner="asl", asl_tau=0.2).
@@ -47,6 +54,7 @@ def apply() -> None:
     _wrap_init(EngineArgs)
     _wrap_init(AsyncEngineArgs)
     _wrap_create_engine_config(EngineArgs)
+    _wrap_request_validation()
     _wrap_iteration_stats()
     setattr(EngineArgs, _PATCHED_MARK, True)
 
@@ -76,12 +84,9 @@ def _wrap_from_cli_args(cls: type) -> None:
     @functools.wraps(original)
     def from_cli_args(klass, args: argparse.Namespace):
         engine_args = original(klass, args)
-        try:
-            config = pruner_config_from_namespace(args)
-            if config.enabled:
-                resolve_for_model(config, engine_args)
-        except PrunerConfigError as error:
-            sys.exit(f"error: {error}")
+        config = pruner_config_from_namespace(args)
+        if config.enabled:
+            resolve_for_model(config, engine_args)
         _merge_into_additional_config(engine_args, config)
         return engine_args
 
@@ -107,7 +112,6 @@ def _wrap_create_engine_config(cls: type) -> None:
     @functools.wraps(original)
     def create_engine_config(self, *args, **kwargs):
         config = PrunerConfig.from_dict((self.additional_config or {}).get(ADDITIONAL_CONFIG_KEY))
-        set_server_config(config)
         if not config.enabled:
             return original(self, *args, **kwargs)
         apply_engine_settings(self, config)
@@ -115,11 +119,41 @@ def _wrap_create_engine_config(cls: type) -> None:
         hf_config = vllm_config.model_config.hf_config
         resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
         vllm_config.additional_config[ADDITIONAL_CONFIG_KEY] = resolved.to_dict()
-        set_server_config(resolved)
         logger.info("asl-vllm: KV pruner enabled: %s", resolved)
         return vllm_config
 
     cls.create_engine_config = create_engine_config
+
+
+def wrap_serve_command() -> None:
+    """`vllm serve` is the CLI entry point that decides how a bad pruner setting ends: one line, exit 1."""
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+
+    if getattr(ServeSubcommand, _PATCHED_MARK, False):
+        return
+    original = ServeSubcommand.cmd
+
+    @functools.wraps(original)
+    def cmd(args: argparse.Namespace) -> None:
+        try:
+            original(args)
+        except PrunerConfigError as error:
+            sys.exit(f"error: {error}")
+
+    ServeSubcommand.cmd = staticmethod(cmd)
+    setattr(ServeSubcommand, _PATCHED_MARK, True)
+
+
+def _wrap_request_validation() -> None:
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    original = InputProcessor._build_logits_processors_params_validator
+
+    @functools.wraps(original)
+    def build_validator(self):
+        return with_request_check(original(self), from_vllm_config(self.vllm_config))
+
+    InputProcessor._build_logits_processors_params_validator = build_validator
 
 
 # IterationStats attribute: the reports of requests whose first output is in this step.

@@ -68,8 +68,8 @@ BASELINE = "vllm"
 
 
 def _prompt(llm: Any, haystack: str, length: int, tag: str) -> list[int]:
-    from benchmarks.chat_prompt import needle_prompt
-    from benchmarks.text_sources import haystack_text
+    from harness.chat_prompt import needle_prompt
+    from harness.text_sources import haystack_text
 
     # A fresh prefix per request: vLLM's prefix cache must not serve it.
     filler = f"Report {tag}. " + haystack_text(haystack, length)
@@ -81,7 +81,7 @@ def measure_one(llm: Any, config: Config, prompt: list[int], decode_tokens: int,
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from benchmarks.engine_probe import kv_bytes_held
+    from harness.engine_probe import kv_bytes_held
 
     engine = llm.llm_engine
     params = SamplingParams(
@@ -141,7 +141,7 @@ def compute_bound(llm: Any, config: Config, selection_layer: int | None, num_tok
     from asl_vllm.budget import kept_tokens
     from asl_vllm.engine.layer_groups import bucket_of
     from asl_vllm.request_config import request_config
-    from benchmarks.engine_probe import block_size, scheduler
+    from harness.engine_probe import block_size, scheduler
 
     server = getattr(scheduler(llm), "pruner_config", None)
     if server is None or selection_layer is None:

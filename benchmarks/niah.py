@@ -26,14 +26,14 @@ from typing import Any
 from benchmarks import accuracy_tables as tables
 from benchmarks.accuracy_run import Item, add_run_arguments, apply_preset, plan_seconds, run
 from benchmarks.cells import interleave, needle_prompts
-from benchmarks.chat_prompt import needle_prompt
 from benchmarks.cli import parser_for
 from benchmarks.offline_runner import Request
 from benchmarks.plots import Heatmap, heatmaps, selection_histograms
 from benchmarks.pruners import add_config_arguments, configs_from_arguments, file_stem, parse
 from benchmarks.results_file import by_config, unavailable_lines
 from benchmarks.stats import difference
-from benchmarks.text_sources import HAYSTACK_KINDS, haystack_text, random_value
+from harness.chat_prompt import needle_prompt
+from harness.text_sources import HAYSTACK_KINDS, haystack_text, random_value
 
 CELLS = "(config, length): prompts spread evenly over haystacks x depths"
 SMALL_CONFIGS = ["none", "asl,k=2048,tau=0.5", "asl,B=1024,k=2048,tau=0.3"]

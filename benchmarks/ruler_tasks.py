@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.chat_prompt import chat_prompt
-from benchmarks.text_sources import NOISE, haystack_text, nouns, random_value
+from harness.chat_prompt import chat_prompt
+from harness.text_sources import NOISE, haystack_text, nouns, random_value
 
 NIAH_TEMPLATE = (
     "Some special magic {type_v} are hidden within the following text. Make sure to memorize it. "

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.chat_prompt import needle_prompt
 from benchmarks.server_process import SERVED_NAME, Server
-from benchmarks.text_sources import haystack_text
+from harness.chat_prompt import needle_prompt
+from harness.text_sources import haystack_text
 
 
 @dataclass

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or reuse the project's virtual environment, install what is missing,
-# install the current source into it, and print its path on stdout.
+# install the current source into it (editable), and print its path on stdout.
 #
 # The environment lives outside the clone, keyed by a hash of the files that
 # decide its contents, so repeated runs and CI reuse it; ASL_VLLM_VENV overrides.
@@ -23,6 +23,7 @@ if [ ! -f "$venv/.complete" ]; then
     PYTHON="$python" bash "$root/scripts/install_env.sh" "$venv" "$extra,test,bench" >&2
     touch "$venv/.complete"
 fi
-"$venv/bin/pip" install --quiet --no-deps --no-build-isolation --force-reinstall "$root" >&2
+# Editable: the environment runs this checkout, `kernels/` mapped to `asl_vllm.kernels` (setup.py's package_dir).
+"$venv/bin/pip" install --quiet --no-deps --no-build-isolation --editable "$root" >&2
 flock -u 9
 echo "$venv"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from asl_vllm.config import PrunerConfigError
 
 VLLM = str(Path(sys.executable).with_name("vllm"))
 
@@ -80,7 +81,8 @@ def test_bad_flags_stop_before_any_engine_starts(model_path, args, message):
 def _serve_parse_error(model_path: str, args: list[str]) -> tuple[int, str]:
     """Run `vllm serve`'s own parsing and validation in this process, up to the engine config.
 
-    Returns (exit code, stderr + exit message) of the SystemExit that a bad value must raise.
+    Returns (exit code, stderr + message) of the SystemExit that argparse raises for a malformed value,
+    or of the PrunerConfigError that the `vllm serve` command turns into its one-line exit.
     """
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.cli.serve import ServeSubcommand
@@ -90,14 +92,15 @@ def _serve_parse_error(model_path: str, args: list[str]) -> tuple[int, str]:
     command = ServeSubcommand()
     command.subparser_init(parser.add_subparsers(dest="subparser"))
     stderr = io.StringIO()
-    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(stderr):
+    with pytest.raises((SystemExit, PrunerConfigError)) as stop, contextlib.redirect_stderr(stderr):
         namespace = parser.parse_args(["serve", model_path, *args])
         namespace.model = namespace.model_tag
         command.validate(namespace)
         AsyncEngineArgs.from_cli_args(namespace)
-    code = stop.value.code
-    # argparse prints its usage and error and exits 2; the pruner's checks exit with their message.
-    return (1, code) if isinstance(code, str) else (code, stderr.getvalue())
+    if isinstance(stop.value, PrunerConfigError):
+        return 1, f"error: {stop.value}"
+    # argparse prints its usage and error and exits 2.
+    return stop.value.code, stderr.getvalue()
 
 
 BAD_INTEGERS = ["", " ", "abc", "nan", "inf", "1e400", "1.5", "1e3", "0x10", "None", "null", "[1]", "{}", "true", "-1"]

@@ -6,10 +6,11 @@ import math
 
 import pytest
 from vllm import SamplingParams
+from vllm.exceptions import VLLMValidationError
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.request_config import prefill_prune_config, request_config, set_server_config
-from asl_vllm.request_validation import PrunerRequestValidator
+from asl_vllm.request_config import prefill_prune_config, request_config
+from asl_vllm.request_validation import with_request_check
 
 SERVER = PrunerConfig(pruner="asl", kv_budget=1024).resolve(30)
 
@@ -92,10 +93,23 @@ def test_prefill_prune_config_thresholds():
     assert prefill_prune_config(SERVER, off, 5000, 30) is None
 
 
-def test_validator_turns_bad_settings_into_value_errors():
-    set_server_config(SERVER)
-    PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_pruner": "snapkv"}))
-    with pytest.raises(ValueError, match=r"vllm_xargs\.kv_budget"):
-        PrunerRequestValidator.validate_params(SamplingParams(extra_args={"kv_budget": 4096}))
-    with pytest.raises(ValueError, match=r"vllm_xargs\.asl_two_pass: must be true or false"):
-        PrunerRequestValidator.validate_params(SamplingParams(extra_args={"asl_two_pass": "true"}))
+def test_validator_checks_requests_against_the_engine_it_was_built_for():
+    validate = with_request_check(lambda params: None, SERVER)
+    validate(SamplingParams(extra_args={"kv_pruner": "snapkv"}))
+    with pytest.raises(
+        VLLMValidationError, match=r"vllm_xargs\.kv_budget: must be <= the server's --kv-budget \(1024\)"
+    ):
+        validate(SamplingParams(extra_args={"kv_budget": 2000}))
+    with pytest.raises(VLLMValidationError, match=r"vllm_xargs\.asl_two_pass: must be true or false"):
+        validate(SamplingParams(extra_args={"asl_two_pass": "true"}))
+    # Another engine's frontend checks against its own config.
+    with pytest.raises(VLLMValidationError, match=r"vllm_xargs\.kv_pruner: needs a server started with --kv-pruner"):
+        with_request_check(lambda params: None, PrunerConfig())(SamplingParams(extra_args={"kv_pruner": "snapkv"}))
+
+
+def test_validator_runs_vllm_s_own_check_first():
+    def vllm_check(params):
+        raise VLLMValidationError("vllm's own")
+
+    with pytest.raises(VLLMValidationError, match="vllm's own"):
+        with_request_check(vllm_check, SERVER)(SamplingParams(extra_args={"kv_budget": 4096}))

@@ -1,4 +1,4 @@
-"""Engine test helpers: prompts and request loops over the benchmarks' engine readers."""
+"""Engine test helpers: prompts and request loops over the harness's engine readers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from typing import Any
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
-from asl_vllm.config import PrunerConfig
-from asl_vllm.request_config import set_server_config
-from benchmarks.chat_prompt import needle_prompt
-from benchmarks.engine_probe import (  # noqa: F401  (re-exported for the engine tests)
+from harness.chat_prompt import needle_prompt
+from harness.engine_probe import (  # noqa: F401  (re-exported for the engine tests)
     block_size,
     blocks_held,
     blocks_held_per_group,
@@ -22,7 +20,7 @@ from benchmarks.engine_probe import (  # noqa: F401  (re-exported for the engine
     layers_per_group,
     scheduler,
 )
-from benchmarks.text_sources import haystack_text
+from harness.text_sources import haystack_text
 
 
 def haystack_tokens(
@@ -50,8 +48,6 @@ def greedy(max_tokens: int, ignore_eos: bool = False, **extra_args: Any) -> Samp
 
 
 def add_request(llm: LLM, req_id: str, token_ids: list[int], params: SamplingParams) -> None:
-    # Per-request settings are checked against the last engine built in this process: make it this one.
-    set_server_config(getattr(scheduler(llm), "pruner_config", None) or PrunerConfig())
     llm.llm_engine.add_request(req_id, TokensPrompt(prompt_token_ids=token_ids), params)
 
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.text_sources import haystack_text
+from harness.text_sources import haystack_text
 from tests.server.conftest import running_server
 from tests.server.http_client import (
     MODEL,

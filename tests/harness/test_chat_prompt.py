@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from benchmarks.chat_prompt import needle_prompt
-from benchmarks.text_sources import haystack_text, random_value
+from harness.chat_prompt import needle_prompt
+from harness.text_sources import haystack_text, random_value
 
 
 @pytest.mark.parametrize("haystack", ["noise", "prose"])
