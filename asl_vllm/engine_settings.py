@@ -53,6 +53,9 @@ _REFUSED_PARALLELISM = {
         "it splits a prompt's tokens over ranks, while a pruning prefill scores and selects over the whole prompt",
     ),
 }
+_GROUPS_NEED_HYBRID = (
+    "each layer group is a KV cache group of vLLM's hybrid allocator (pass --kv-layer-groups 1 to keep one group)"
+)
 # Token budget headroom beside a prompt of max_model_len tokens when --max-num-seqs is not given.
 DEFAULT_DECODE_HEADROOM = 256
 
@@ -71,20 +74,32 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     for field, (option, why) in _REFUSED_PARALLELISM.items():
         if (getattr(engine_args, field, 1) or 1) > 1:
             raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}: {why}")
-    if (
-        engine_args.disable_hybrid_kv_cache_manager is True
-        and config.layer_groups != 1
-        and (config.layer_groups is not None or config.kv_budget is None)
-    ):
+    several_groups = config.layer_groups != 1 and (config.layer_groups is not None or config.kv_budget is None)
+    if several_groups and engine_args.disable_hybrid_kv_cache_manager is True:
         raise PrunerConfigError(
             "--disable-hybrid-kv-cache-manager",
-            "cannot be used with more than one --kv-layer-groups: each layer group is a KV cache group "
-            "of vLLM's hybrid allocator (pass --kv-layer-groups 1 to keep one group)",
+            f"cannot be used with more than one --kv-layer-groups: {_GROUPS_NEED_HYBRID}",
+        )
+    if several_groups and _connector_lacks_hybrid_support(engine_args.kv_transfer_config):
+        raise PrunerConfigError(
+            "--kv-transfer-config",
+            "its KV connector does not support vLLM's hybrid allocator (vLLM then turns it off), so it cannot be "
+            f"used with more than one --kv-layer-groups: {_GROUPS_NEED_HYBRID}",
         )
     if engine_args.worker_cls not in ("auto", CPU_WORKER, GPU_WORKER):
         raise PrunerConfigError("--worker-cls", "is set by --kv-pruner and cannot be overridden")
     if engine_args.scheduler_cls not in (None, SCHEDULER):
         raise PrunerConfigError("--scheduler-cls", "is set by --kv-pruner and cannot be overridden")
+
+
+def _connector_lacks_hybrid_support(kv_transfer_config: Any) -> bool:
+    """A KV connector coexists with pruning, but one without `SupportsHMA` makes vLLM 0.32 drop the hybrid
+    allocator (`VllmConfig.__post_init__`), which layer groups are built on."""
+    if kv_transfer_config is None or kv_transfer_config.kv_connector is None:
+        return False
+    from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+
+    return not KVConnectorFactory.supports_hma_config(kv_transfer_config)
 
 
 def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:

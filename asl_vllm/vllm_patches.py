@@ -21,6 +21,14 @@
   no per-request engine output, so keep the decision reports of the step's new
   requests (`kv_transfer_params["kv_pruner"]`) on the step's `IterationStats`
   for `asl_vllm.metrics.PrunerPrometheusStatLogger`.
+- `OpenAIServingCompletion.completion_stream_generator` and
+  `OpenAIServingChat.chat_completion_stream_generator`
+  (vllm/entrypoints/openai/{completion,chat_completion}/serving.py): they drop
+  `RequestOutput.kv_transfer_params`; put it, with the report, on the chunk that
+  finishes each choice (`asl_vllm.stream_reports`). Installed by the first
+  `create_engine_config` of a pruning engine (every API server process runs one),
+  not by `apply`: the start-up hook applies the others while vLLM's entrypoint
+  modules may still be importing, and these imports would close that cycle.
 Each wrapper is a no-op when no pruner is configured.
 """
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import sys
 from typing import Any
 
@@ -37,6 +46,7 @@ from asl_vllm.engine.decisions import REPORT_KEY
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
 from asl_vllm.log import logger
 from asl_vllm.request_validation import with_request_check
+from asl_vllm.stream_reports import FinalChunkReports
 
 _PATCHED_MARK = "_asl_vllm_patched"
 # EngineArgs keyword -> PrunerConfig field, e.g. LLM(..., kv_pruner="asl", asl_tau=0.2).
@@ -115,6 +125,7 @@ def _wrap_create_engine_config(cls: type) -> None:
         if not config.enabled:
             return original(self, *args, **kwargs)
         apply_engine_settings(self, config)
+        _wrap_stream_generators()
         vllm_config = original(self, *args, **kwargs)
         hf_config = vllm_config.model_config.hf_config
         resolved = config.resolve(hf_config.num_hidden_layers, getattr(hf_config, "architectures", None))
@@ -172,3 +183,31 @@ def _wrap_iteration_stats() -> None:
             self.__dict__.setdefault(ITERATION_REPORTS_ATTR, []).append(output.kv_transfer_params[REPORT_KEY])
 
     IterationStats.update_from_output = update_from_output
+
+
+def _wrap_stream_generators() -> None:
+    """Once per process: see the module docstring."""
+    from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+    from vllm.entrypoints.openai.completion.serving import OpenAIServingCompletion
+
+    _wrap_stream_generator(OpenAIServingCompletion, "completion_stream_generator", prompt_indexed=True)
+    _wrap_stream_generator(OpenAIServingChat, "chat_completion_stream_generator", prompt_indexed=False)
+
+
+def _wrap_stream_generator(cls: type, name: str, prompt_indexed: bool) -> None:
+    """Tap the generator's `result_generator` argument and stamp the chunks it yields."""
+    original = getattr(cls, name)
+    if getattr(original, _PATCHED_MARK, False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    async def stream_generator(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        reports = FinalChunkReports(choices_per_prompt=(bound.arguments["request"].n or 1) if prompt_indexed else None)
+        bound.arguments["result_generator"] = reports.tap(bound.arguments["result_generator"])
+        async for event in original(*bound.args, **bound.kwargs):
+            yield reports.stamp(event)
+
+    setattr(stream_generator, _PATCHED_MARK, True)
+    setattr(cls, name, stream_generator)

@@ -67,6 +67,10 @@ def test_serve_help_lists_the_pruner_flags():
             ["--kv-pruner", "asl", "--disable-hybrid-kv-cache-manager"],
             "error: --disable-hybrid-kv-cache-manager: cannot be used with more than one --kv-layer-groups",
         ),
+        (
+            ["--kv-pruner", "asl", "--kv-transfer-config", '{"kv_connector":"ExampleConnector","kv_role":"kv_both"}'],
+            "error: --kv-transfer-config: its KV connector does not support vLLM's hybrid allocator",
+        ),
     ],
 )
 def test_bad_flags_stop_before_any_engine_starts(model_path, args, message):

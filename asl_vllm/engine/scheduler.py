@@ -17,7 +17,9 @@ offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
 Each request's decision report (`PruneDecision.report`) rides on its first and
 its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
 per-request field vLLM 0.32 carries from the engine to the API server and into
-the OpenAI response (the last output is built in `_free_request`).
+the OpenAI response (the last output is built in `_free_request`). It is added
+beside whatever a KV connector put there (its `request_finished` params, which
+`_free_request` returns), never in their place.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The shared server prunes with asl and a 1024-token budget; per-request overrides
 (`vllm_xargs`) change the decision, and the change shows in the response's
-`kv_transfer_params.kv_pruner`, in the log line and on `/metrics`.
+`kv_transfer_params.kv_pruner` (a streaming reply's on the chunk that finishes
+each choice), in the log line and on `/metrics`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.server.http_client import MODEL, stream_events
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +123,43 @@ def test_per_request_overrides_change_the_decision(asl_server):
     assert tighter["freed_blocks"] == freed and tighter["kept_tokens"] == prompt_tokens - freed * BLOCK_SIZE
     assert delta(before, after, "vllm:kv_pruner_requests_total", pruner="asl", pruned="true") == 1
     assert delta(before, after, "vllm:kv_pruner_freed_blocks_total", pruner="asl") == freed
+
+
+def stream(url: str, path: str, **fields) -> list[dict]:
+    """A streaming reply's chunks ending in the usage chunk (`[DONE]` checked and dropped)."""
+    body = {"model": MODEL, "max_tokens": 4, "temperature": 0, "stream": True, **fields}
+    body["stream_options"] = {"include_usage": True}
+    if path == "/v1/completions":
+        body["prompt"] = LONG_PROMPT
+    else:
+        body["messages"] = [{"role": "user", "content": LONG_PROMPT}]
+    status, events = stream_events(url, path, body)
+    assert status == 200 and events[-1] == "[DONE]", events
+    return events[:-1]
+
+
+def finishing_chunks(chunks: list[dict]) -> list[dict]:
+    return [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0].get("finish_reason")]
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_streaming_reply_carries_the_report_on_its_final_chunk(asl_server, path):
+    url, _ = asl_server
+    chunks = stream(url, path)
+    (final,) = finishing_chunks(chunks)
+    assert [chunk for chunk in chunks if "kv_transfer_params" in chunk] == [final]
+    report = final["kv_transfer_params"]["kv_pruner"]
+    prompt_tokens = chunks[-1]["usage"]["prompt_tokens"]
+    assert report["pruner"] == "asl" and report["pruned"] is True
+    assert report["prompt_tokens"] == prompt_tokens
+    assert report["freed_blocks"] == (prompt_tokens - 1024) // BLOCK_SIZE > 0
+
+
+def test_streaming_reply_reports_each_choice_on_its_own_final_chunk(asl_server):
+    url, _ = asl_server
+    chunks = stream(url, "/v1/completions", n=2, temperature=1.0, seed=0)
+    finals = finishing_chunks(chunks)
+    assert sorted(chunk["choices"][0]["index"] for chunk in finals) == [0, 1]
+    assert [chunk for chunk in chunks if "kv_transfer_params" in chunk] == finals
+    for chunk in finals:
+        assert chunk["kv_transfer_params"]["kv_pruner"]["pruned"] is True
