@@ -74,7 +74,7 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     if (
         engine_args.disable_hybrid_kv_cache_manager is True
         and config.layer_groups != 1
-        and (config.layer_groups is not None or config.kv_budget is None)
+        and (config.layer_groups is not None or not config.one_group_default)
     ):
         raise PrunerConfigError(
             "--disable-hybrid-kv-cache-manager",
