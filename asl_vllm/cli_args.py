@@ -6,7 +6,8 @@ import argparse
 import math
 from typing import Any
 
-from asl_vllm.config import BUDGET_HEADS, FLAGS, PRUNERS, PrunerConfig
+from asl_vllm.config import BUDGET_HEADS, FLAGS, PrunerConfig
+from asl_vllm.policies.registry import REGISTRY
 
 
 def _int_at_least(minimum: int):
@@ -43,14 +44,9 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--kv-pruner",
-        choices=PRUNERS,
+        choices=tuple(REGISTRY),
         default=defaults.pruner,
-        help="Pruning method. none (default): vLLM unchanged. asl: adaptive selection layer, the selected "
-        "--asl-select-k tokens go on through the deeper layers (saves their compute). fastkv: the same at "
-        "--fixed-layer. gemfilter: score by the last query at filter layer --fixed-layer, stop there, re-run the "
-        "whole model on the selected --asl-select-k tokens with fresh positions; every layer keeps only those "
-        "tokens and the rest of the prompt's KV blocks return to the pool. snapkv: no selection, every layer "
-        "keeps --kv-budget tokens per KV head.",
+        help="Pruning method. " + " ".join(f"{name}: {cls.summary}" for name, cls in REGISTRY.items()),
     )
     for option, minimum, default, text in (
         (

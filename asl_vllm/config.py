@@ -13,18 +13,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-PrunerName = Literal["none", "asl", "fastkv", "gemfilter", "snapkv"]
+from asl_vllm.policies.base import Pruner
+from asl_vllm.policies.registry import PRUNERS, pruner_class, with_capability
+
 BudgetHeads = Literal["shared", "per-kv-head"]
 # --kv-budget-heads: one kept token set per layer for all KV heads, or one per KV head (SnapKV).
 BUDGET_HEADS: tuple[str, ...] = ("shared", "per-kv-head")
-PRUNERS: tuple[str, ...] = ("none", "asl", "fastkv", "gemfilter", "snapkv")
 ADDITIONAL_CONFIG_KEY = "kv_pruner"
 
 # Reference depths of the paper (32-layer Llama-3.1-8B); scaled to other depths.
 REFERENCE_NUM_LAYERS = 32
 REFERENCE_MIN_LAYER = 10
-REFERENCE_FIXED_LAYER = {"fastkv": 15, "gemfilter": 13}
-FIXED_LAYER_PRUNERS: tuple[str, ...] = tuple(REFERENCE_FIXED_LAYER)
 # Default cap on the KV cache groups (layer buckets) a pruner without --kv-budget uses.
 MAX_DEFAULT_LAYER_GROUPS = 10
 
@@ -55,7 +54,7 @@ class PrunerConfigError(ValueError):
 class PrunerConfig:
     """Every knob of every pruner. Field name -> CLI flag is in `FLAGS`."""
 
-    pruner: PrunerName = "none"
+    pruner: str = "none"
     kv_budget: int | None = None
     select_k: int = 2048
     tau: float = 0.3
@@ -69,8 +68,13 @@ class PrunerConfig:
     budget_heads: BudgetHeads = "shared"
 
     @property
+    def method(self) -> type[Pruner]:
+        """The registry's class for `pruner` (validate first)."""
+        return pruner_class(self.pruner)
+
+    @property
     def enabled(self) -> bool:
-        return self.pruner != "none"
+        return self.method.prunes
 
     def validate(self) -> PrunerConfig:
         """Checks that need no model; raises PrunerConfigError naming the flag."""
@@ -98,7 +102,7 @@ class PrunerConfig:
                 raise PrunerConfigError(
                     flag("kv_budget"), f"budget ({self.kv_budget}) must be at least --asl-window ({self.window})"
                 )
-            if self.pruner in ("asl", "fastkv", "gemfilter") and self.kv_budget > self.select_k:
+            if self.method.selects and self.kv_budget > self.select_k:
                 raise PrunerConfigError(
                     flag("kv_budget"),
                     f"budget ({self.kv_budget}) must not exceed --asl-select-k ({self.select_k}): "
@@ -110,18 +114,18 @@ class PrunerConfig:
             _check_int(self.layer_groups, "layer_groups", minimum=1)
         if self.fixed_layer is not None:
             _check_int(self.fixed_layer, "fixed_layer", minimum=0)
-            if self.pruner not in FIXED_LAYER_PRUNERS:
-                raise PrunerConfigError(flag("fixed_layer"), "applies only to --kv-pruner fastkv or gemfilter")
-        if self.pruner == "snapkv" and self.kv_budget is None:
-            raise PrunerConfigError(flag("kv_budget"), "--kv-pruner snapkv needs a budget")
+            if self.method.reference_fixed_layer is None:
+                raise PrunerConfigError(flag("fixed_layer"), _applies_only_to("reference_fixed_layer"))
+        if self.method.needs_budget and self.kv_budget is None:
+            raise PrunerConfigError(flag("kv_budget"), f"--kv-pruner {self.pruner} needs a budget")
         if self.budget_heads not in BUDGET_HEADS:
             raise PrunerConfigError(
                 flag("budget_heads"), f"must be one of {', '.join(BUDGET_HEADS)}, got {self.budget_heads!r}"
             )
         if not isinstance(self.two_pass, bool):
             raise PrunerConfigError(flag("two_pass"), f"must be true or false, got {self.two_pass!r}")
-        if self.two_pass and self.pruner != "asl":
-            raise PrunerConfigError(flag("two_pass"), "applies only to --kv-pruner asl")
+        if self.two_pass and not self.method.two_pass_option:
+            raise PrunerConfigError(flag("two_pass"), _applies_only_to("two_pass_option"))
         if not self.enabled:
             changed = [
                 f.name for f in dataclasses.fields(self) if f.name != "pruner" and getattr(self, f.name) != f.default
@@ -141,7 +145,7 @@ class PrunerConfig:
                 f"model architecture {architectures} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             )
         last = num_layers - 1
-        if self.pruner == "asl" and self.min_layer is None and self.obs_layers > last - 1:
+        if self.method.adaptive and self.min_layer is None and self.obs_layers > last - 1:
             raise PrunerConfigError(
                 flag("obs_layers"),
                 f"{self.obs_layers} leaves no selection layer in a {num_layers}-layer model (valid: 2..{last - 1})",
@@ -149,15 +153,16 @@ class PrunerConfig:
         min_layer = self.min_layer
         if min_layer is None:
             min_layer = max(self.obs_layers - 1, _scaled(REFERENCE_MIN_LAYER, num_layers))
-        if self.pruner == "asl" and not (self.obs_layers - 1 <= min_layer < last - 1):
+        if self.method.adaptive and not (self.obs_layers - 1 <= min_layer < last - 1):
             raise PrunerConfigError(
                 flag("min_layer"),
                 f"{min_layer} is out of range for a {num_layers}-layer model with --asl-obs-layers "
                 f"{self.obs_layers} (valid: {self.obs_layers - 1}..{last - 2})",
             )
         fixed_layer = self.fixed_layer
-        if self.pruner in REFERENCE_FIXED_LAYER and fixed_layer is None:
-            fixed_layer = _scaled(REFERENCE_FIXED_LAYER[self.pruner], num_layers)
+        reference_fixed_layer = self.method.reference_fixed_layer
+        if reference_fixed_layer is not None and fixed_layer is None:
+            fixed_layer = _scaled(reference_fixed_layer, num_layers)
         if fixed_layer is not None and not (0 <= fixed_layer < last):
             raise PrunerConfigError(
                 flag("fixed_layer"),
@@ -165,7 +170,7 @@ class PrunerConfig:
             )
         layer_groups = self.layer_groups
         if layer_groups is None:
-            layer_groups = default_layer_groups(num_layers, self.kv_budget)
+            layer_groups = default_layer_groups(num_layers, self.one_group_default)
         if num_layers % layer_groups:
             divisors = ", ".join(str(d) for d in range(1, num_layers + 1) if num_layers % d == 0)
             raise PrunerConfigError(
@@ -173,6 +178,11 @@ class PrunerConfig:
                 f"{layer_groups} does not divide the model's {num_layers} layers (valid: {divisors})",
             )
         return dataclasses.replace(self, min_layer=min_layer, fixed_layer=fixed_layer, layer_groups=layer_groups)
+
+    @property
+    def one_group_default(self) -> bool:
+        """Whether the default is one KV cache group: a budget every layer keeps alike frees as much with one."""
+        return self.kv_budget is not None and self.method.uniform_budget
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,17 +221,21 @@ def flag(field: str) -> str:
     return FLAGS.get(field, field)
 
 
-def default_layer_groups(num_layers: int, kv_budget: int | None) -> int:
+def default_layer_groups(num_layers: int, one_group: bool) -> int:
     """KV cache groups (buckets of consecutive layers) when --kv-layer-groups is not given.
 
-    With a budget every pruned layer keeps the same tail, so one group frees as much as many.
-    Without one, groups let the layers after the selection layer free their blocks; the
-    largest divisor of the depth up to MAX_DEFAULT_LAYER_GROUPS bounds the per-step cost
+    `one_group`: with a uniform budget every pruned layer keeps the same tail, so one group frees as
+    much as many. Otherwise groups let the layers after the selection layer free their blocks, or
+    hold per-group budgets; the largest divisor of the depth up to MAX_DEFAULT_LAYER_GROUPS bounds the per-step cost
     (one attention metadata and block table per group) while wasting at most a few layers.
     """
-    if kv_budget is not None:
+    if one_group:
         return 1
     return max(d for d in range(1, min(num_layers, MAX_DEFAULT_LAYER_GROUPS) + 1) if num_layers % d == 0)
+
+
+def _applies_only_to(capability: str) -> str:
+    return f"applies only to --kv-pruner {' or '.join(with_capability(capability))}"
 
 
 def _scaled(reference_layer: int, num_layers: int) -> int:

@@ -74,7 +74,7 @@ def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     for field, (option, why) in _REFUSED_PARALLELISM.items():
         if (getattr(engine_args, field, 1) or 1) > 1:
             raise PrunerConfigError(option, f"must be 1 with --kv-pruner {config.pruner}: {why}")
-    several_groups = config.layer_groups != 1 and (config.layer_groups is not None or config.kv_budget is None)
+    several_groups = config.layer_groups != 1 and (config.layer_groups is not None or not config.one_group_default)
     if several_groups and engine_args.disable_hybrid_kv_cache_manager is True:
         raise PrunerConfigError(
             "--disable-hybrid-kv-cache-manager",

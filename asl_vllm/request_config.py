@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import FIXED_LAYER_PRUNERS, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.policies.registry import has_capability
 
 # vllm_xargs key -> PrunerConfig field.
 REQUEST_KEYS = {
@@ -38,14 +39,14 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
         key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, "needs a server started with --kv-pruner")
     pruner = changes.get("pruner", server.pruner)
-    if pruner == "none":
-        return dataclasses.replace(server, pruner="none")
+    if has_capability(pruner, "prunes") is False:
+        return dataclasses.replace(server, pruner=pruner)
     if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
         raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
-    if pruner != server.pruner or pruner not in FIXED_LAYER_PRUNERS:
+    if pruner != server.pruner or not has_capability(pruner, "reference_fixed_layer"):
         merged["fixed_layer"] = None
-    if pruner != "asl" and "two_pass" not in changes:
+    if not has_capability(pruner, "two_pass_option") and "two_pass" not in changes:
         merged["two_pass"] = False
     try:
         config = PrunerConfig(**merged).validate()
@@ -93,7 +94,7 @@ def prefill_prune_config(
         return None
     if not config.enabled or num_tokens <= config.window:
         return None
-    keep = num_tokens if config.pruner == "snapkv" else config.select_k
+    keep = config.select_k if config.method.selects else num_tokens
     if config.kv_budget is not None:
         keep = min(keep, config.kv_budget)
     return config if keep < num_tokens else None

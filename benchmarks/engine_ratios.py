@@ -149,7 +149,7 @@ def compute_bound(llm: Any, config: Config, selection_layer: int | None, num_tok
     layers = llm.llm_engine.vllm_config.model_config.hf_config.num_hidden_layers
     pruner = request_config(server, config.request or None).resolve(layers)
     kept = kept_tokens(num_tokens, pruner.select_k, block_size(llm))
-    if pruner.two_pass or pruner.pruner == "gemfilter":
+    if pruner.two_pass or pruner.method.two_pass:
         return (selection_layer + 1 + layers * kept / num_tokens) / layers
     last_full = selection_layer
     if pruner.kv_budget is None:

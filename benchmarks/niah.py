@@ -133,7 +133,7 @@ def targets(records: Sequence[dict[str, Any]]) -> str:
         for name, mine in configs.items():
             config = parse(name)
             pair = tables.paired(mine, full)
-            if config.pruner == "asl" and config.budget == budget and pair:
+            if config.method.adaptive and not config.two_pass and config.budget == budget and pair:
                 compared.append((pair[0].mean, name, pair))
         if not compared:
             lines.append(f"- ASL at B={budget}: not measured")

@@ -15,9 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-PRUNERS = ("none", "asl", "fastkv", "snapkv", "gemfilter", "asl-2pass")
-SHARED_PRUNERS = ("none", "asl", "fastkv", "snapkv")
-ADAPTIVE_PRUNERS = ("asl", "asl-2pass")
+from asl_vllm.policies import Pruner
+from asl_vllm.policies.registry import REGISTRY
+
+# `<pruner>-2pass`: a pruner with --asl-two-pass, run with it.
+TWO_PASS_SUFFIX = "-2pass"
+PRUNERS = (*REGISTRY, *(name + TWO_PASS_SUFFIX for name, cls in REGISTRY.items() if cls.two_pass_option))
+# Single-pass pruners run per request (vllm_xargs kv_pruner) on one engine; a two-pass one needs its own.
+SHARED_PRUNERS = tuple(name for name, cls in REGISTRY.items() if not cls.two_pass)
+ADAPTIVE_PRUNERS = tuple(name for name in PRUNERS if REGISTRY[name.removesuffix(TWO_PASS_SUFFIX)].adaptive)
+# The shared engine's own pruner: any that prunes, since every request names its own.
+SHARED_ENGINE_PRUNER = "asl"
 HEAD_MODES = ("per-kv-head", "shared")
 # `--budget-heads default`: send no kv_budget_heads (the engine's own rule).
 DEFAULT_HEADS = "default"
@@ -42,14 +50,23 @@ class Config:
             raise ValueError(f"heads must be one of {', '.join(HEAD_MODES)}, got {self.heads!r}")
         if self.heads is not None and self.budget is None:
             raise ValueError("heads applies only with a budget (B=...)")
-        if self.pruner == "snapkv" and self.budget is None:
-            raise ValueError("snapkv needs a budget (B=...)")
-        if self.pruner == "none" and (self.budget, self.select_k, self.tau) != (None, None, None):
-            raise ValueError("none takes no pruner settings")
+        if self.method.needs_budget and self.budget is None:
+            raise ValueError(f"{self.pruner} needs a budget (B=...)")
+        if not self.method.prunes and (self.budget, self.select_k, self.tau) != (None, None, None):
+            raise ValueError(f"{self.pruner} takes no pruner settings")
         if self.tau is not None and self.pruner not in ADAPTIVE_PRUNERS:
             raise ValueError(f"tau applies only to {' and '.join(ADAPTIVE_PRUNERS)}")
-        if self.eager and self.pruner != "none":
+        if self.eager and self.method.prunes:
             raise ValueError("eager is an extra baseline row: only none,eager")
+
+    @property
+    def method(self) -> type[Pruner]:
+        """The registry's class of this config's pruner (its two-pass variant included)."""
+        return REGISTRY[self.pruner.removesuffix(TWO_PASS_SUFFIX)]
+
+    @property
+    def two_pass(self) -> bool:
+        return self.pruner.endswith(TWO_PASS_SUFFIX) or self.method.two_pass
 
     @property
     def name(self) -> str:
@@ -100,13 +117,13 @@ def engine_settings(config: Config, baseline_alone: bool = False) -> dict[str, A
 
     `baseline_alone`: `none` runs on unmodified vLLM (serving) instead of on the shared engine.
     """
-    if config.pruner == "none" and (baseline_alone or config.eager):
+    if not config.method.prunes and (baseline_alone or config.eager):
         return {"enforce_eager": True} if config.eager else {}
-    if config.pruner == "gemfilter":
-        return {"kv_pruner": "gemfilter"}
-    if config.pruner == "asl-2pass":
-        return {"kv_pruner": "asl", "asl_two_pass": True}
-    return {"kv_pruner": "asl"}
+    if config.method.two_pass:
+        return {"kv_pruner": config.method.name}
+    if config.two_pass:
+        return {"kv_pruner": config.method.name, "asl_two_pass": True}
+    return {"kv_pruner": SHARED_ENGINE_PRUNER}
 
 
 def request_args(config: Config, engine: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from asl_vllm.policies.registry import with_capability
 from benchmarks import accuracy_tables as tables
 from benchmarks.accuracy_run import Item, add_run_arguments, apply_preset, plan_seconds, run
 from benchmarks.cells import interleave, task_prompts
@@ -51,7 +52,7 @@ SMALL = {"tasks": TARGET_TASKS, "lengths": [4000], "per_cell": 3}
 FULL = {"tasks": TARGET_TASKS, "lengths": [4000, 6000, 8000], "per_cell": 20}
 # Below this full-KV score a task says more about the model than about a pruner.
 WEAK_MODEL_SCORE = 50.0
-FIXED_LAYER_PEERS = ("fastkv", "gemfilter")
+FIXED_LAYER_PEERS = with_capability("reference_fixed_layer")
 # The model writes about 20 tokens per value ("* **1056103** - This is the special magic number for ...").
 TOKENS_PER_VALUE = 32
 
@@ -153,7 +154,7 @@ def targets(records: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
     for task in (t for t in tasks if t.startswith(("niah_multikey", "niah_multivalue"))):
         in_task = [r for r in records if r["task"] == task]
         for name, config in configs.items():
-            if config.pruner != "asl":
+            if not config.method.adaptive or config.two_pass:
                 continue
             mine = [r for r in in_task if r["config"] == name]
             for peer_name, peer in configs.items():

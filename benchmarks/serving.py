@@ -39,6 +39,7 @@ from benchmarks.pruners import (
     configs_from_arguments,
     file_stem,
     group_by_engine,
+    parse,
     request_args,
     server_flags,
 )
@@ -175,9 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     done = results.done()
     for engine, group in groups:
-        runnable = [
-            config for config in group if not {(config.name, key) for key in record_keys(config, args)} <= done
-        ]
+        runnable = [config for config in group if not {(config.name, key) for key in record_keys(config, args)} <= done]
         if not runnable:
             continue
         flags = server_flags(engine) + ["--kv-cache-memory-bytes", str(pool)]
@@ -257,7 +256,7 @@ def _capacity(server: Server, make: PromptMaker, args: Any, xargs: dict[str, Any
 
 def render(document: dict[str, Any], link: str = "") -> str:
     records, settings = document["records"], document["settings"]
-    pruned = next((c for c in document["plan"]["configs"] if c.startswith("asl")), None)
+    pruned = next((c for c in document["plan"]["configs"] if parse(c).method.adaptive), None)
     lines = [
         f"Median over {settings['repeats']} waves after a warm-up request (range in brackets); "
         f"`none` is vLLM in its default mode, `none,eager` the same with --enforce-eager (extra row). "

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from asl_vllm.config import REFERENCE_NUM_LAYERS
 from benchmarks.pruners import Config
 
 # Unpruned prefill seconds = a + c * (tokens / 1000)^2, the curve through the measured
@@ -31,7 +32,6 @@ DECODE_STEP_PER_1K_S = 0.0012
 ENGINE_START_SECONDS = 90.0
 SCORING_OVERHEAD = 1.13
 NUM_LAYERS = 30
-FIXED_LAYER = {"fastkv": 14, "gemfilter": 12}  # the plugin's defaults on 30 layers
 ADAPTIVE_LAYER_FRACTION = 0.7
 DEFAULT_SELECT_K = 2048
 
@@ -48,16 +48,18 @@ def decode_step_seconds(length: int) -> float:
 
 def prefill_fraction(config: Config, length: int) -> float:
     """A config's prefill time as a fraction of the unpruned one (an upper estimate)."""
-    if config.pruner == "none":
+    if not config.method.prunes:
         return 1.0
     kept = min(1.0, (config.select_k or DEFAULT_SELECT_K) / length)
-    if config.pruner in ("snapkv", "asl"):
-        return SCORING_OVERHEAD
-    if config.pruner in FIXED_LAYER:
-        full = (FIXED_LAYER[config.pruner] + 1) / NUM_LAYERS
-        rest = (1 - full) * kept if config.pruner == "fastkv" else kept
+    reference_layer = config.method.reference_fixed_layer
+    if reference_layer is not None:
+        # The plugin's default layer on 30 layers; a re-run costs select-k tokens in every layer.
+        full = (round(reference_layer * NUM_LAYERS / REFERENCE_NUM_LAYERS) + 1) / NUM_LAYERS
+        rest = kept if config.two_pass else (1 - full) * kept
         return SCORING_OVERHEAD * full + rest
-    return max(SCORING_OVERHEAD, SCORING_OVERHEAD * ADAPTIVE_LAYER_FRACTION + kept)  # asl-2pass
+    if not config.two_pass:
+        return SCORING_OVERHEAD
+    return max(SCORING_OVERHEAD, SCORING_OVERHEAD * ADAPTIVE_LAYER_FRACTION + kept)
 
 
 @dataclass(frozen=True)

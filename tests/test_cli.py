@@ -43,7 +43,7 @@ def test_serve_help_lists_the_pruner_flags():
         "--kv-budget-heads",
     ):
         assert flag in result.stdout
-    assert "{none,asl,fastkv,gemfilter,snapkv}" in result.stdout
+    assert "{none,asl,fastkv,gemfilter,snapkv,pyramidkv}" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -56,8 +56,7 @@ from asl_vllm.engine.compaction import gather_per_head, write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.eager_kernels import fused_kernels
-from asl_vllm.policies import make_policy
-from asl_vllm.policies.fixed import NoSelectionPolicy
+from asl_vllm.policies import Pruner, make_policy
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
 from asl_vllm.scoring.reference import budget_select, select_tokens
 from asl_vllm.scoring.step_scores import StepScores
@@ -104,9 +103,9 @@ class LiveRequest:
             self.config = config
             self.policy = make_policy(config)
             self.select_keep = kept_tokens(step.seq_len, config.select_k, block_size)
-            self.budget_keep = (
-                None if config.kv_budget is None else kept_tokens(step.seq_len, config.kv_budget, block_size)
-            )
+            # Tokens each layer keeps, by its KV cache group (the pruner's budget rule); None: no budget.
+            group_keeps = config.method.group_keeps(config, step.seq_len, block_size, max(layer_groups) + 1)
+            self.budget_keeps = None if group_keeps is None else [group_keeps[group] for group in layer_groups]
             self.decision = PruneDecision(
                 req_id=step.req_id,
                 pruner=config.pruner,
@@ -123,8 +122,8 @@ class LiveRequest:
     def wants_selection(self, layer: int) -> bool:
         return self.decision is not None and self.pending is None and self.policy.wants_scores(layer)
 
-    def wants_budget(self) -> bool:
-        return self.decision is not None and self.budget_keep is not None and self.budget_keep < self.count
+    def wants_budget(self, layer: int) -> bool:
+        return self.decision is not None and self.budget_keeps is not None and self.budget_keeps[layer] < self.count
 
     def keep(self, local: torch.Tensor) -> None:
         """Continue with the selected local rows; their KV goes to the request's tail slots."""
@@ -143,7 +142,7 @@ class LiveRequest:
         rerun.positions = torch.arange(len(self.rerun_rows), device=self.positions.device)
         rerun.keep(torch.arange(len(self.rerun_rows)))
         rerun.rerun_rows = None
-        rerun.policy = NoSelectionPolicy()
+        rerun.policy = Pruner(self.config)  # the base rule never selects
         self.decision.position_offset = rerun.kv_offset
         return rerun
 
@@ -292,7 +291,11 @@ class PruningStep:
         for live in lives:
             starts.append(start)
             start += live.count
-        scored = [index for index, live in enumerate(lives) if live.wants_selection(layer_index) or live.wants_budget()]
+        scored = [
+            index
+            for index, live in enumerate(lives)
+            if live.wants_selection(layer_index) or live.wants_budget(layer_index)
+        ]
         if scored:
             began = time.perf_counter()
             stack = self.stack
@@ -347,7 +350,7 @@ class PruningStep:
         if live.policy.two_pass:
             live.rerun_rows = local
         else:
-            live.pending = (self.propagation_layer(layer_index, live.budget_keep is not None), local)
+            live.pending = (self.propagation_layer(layer_index, live.budget_keeps is not None), local)
 
     def _keep_budget(
         self,
@@ -367,9 +370,9 @@ class PruningStep:
         kept_keys, kept_values, slots = [], [], []
         for index, row in row_of.items():
             live = lives[index]
-            if not live.wants_budget():
+            if not live.wants_budget(layer_index):
                 continue
-            count, keep = live.count, live.budget_keep
+            count, keep = live.count, live.budget_keeps[layer_index]
             kept = budget_select(
                 scores.budget_scores(row, shared=live.config.budget_heads == "shared"),
                 count,

@@ -1,10 +1,11 @@
-"""Selection policies: when a request's tokens are selected, and for which layers it is scored.
+"""Pruning methods: one `Pruner` subclass per method in `<name>.py`, listed in `registry`.
 
 Every pruner shares one scoring core (`asl_vllm.scoring.reference`) and one
-engine mechanism (propagation, compaction, freeing); a policy only decides the
-selection layer.
+engine mechanism (propagation, compaction, freeing); a pruner declares its
+settings and budget rule, and decides the selection layer.
 """
 
-from asl_vllm.policies.base import SelectionPolicy, make_policy
+from asl_vllm.policies.base import Pruner
+from asl_vllm.policies.registry import PRUNERS, make_policy, pruner_class
 
-__all__ = ["SelectionPolicy", "make_policy"]
+__all__ = ["PRUNERS", "Pruner", "make_policy", "pruner_class"]

@@ -7,7 +7,7 @@ import torch
 
 from asl_vllm.config import PrunerConfig
 from asl_vllm.policies import make_policy
-from asl_vllm.policies.adaptive import AdaptiveLayerPolicy
+from asl_vllm.policies.asl import ASL
 from asl_vllm.scoring import reference as ref
 from asl_vllm.scoring.step_scores import StepScores
 
@@ -50,9 +50,7 @@ def test_asl_two_pass_uses_the_adaptive_rule_unchanged(two_pass):
     assert policy.two_pass == two_pass
     observed = [layer for layer in range(30) if policy.wants_scores(layer)]
     assert observed[0] == 2  # min_layer 9 - obs_layers 8 + 1
-    chosen = next(
-        layer for layer in observed if AdaptiveLayerPolicy.observe_all(layer, [policy], _scores(layer), [0])[0]
-    )
+    chosen = next(layer for layer in observed if ASL.observe_all(layer, [policy], _scores(layer), [0])[0])
     assert chosen >= 10
 
 
@@ -67,7 +65,7 @@ def test_asl_batch_decides_each_request_as_it_would_alone():
     for layer in range(2, 30):
         scores = _scores(layer, counts)
         members = [index for index, policy in enumerate(together) if policy.wants_scores(layer)]
-        picked = AdaptiveLayerPolicy.observe_all(layer, [together[index] for index in members], scores, members)
+        picked = ASL.observe_all(layer, [together[index] for index in members], scores, members)
         chosen_together.update({index: layer for index, hit in zip(members, picked, strict=True) if hit})
         for index, policy in enumerate(alone):
             if policy.wants_scores(layer):
@@ -81,7 +79,7 @@ def test_asl_batch_decides_each_request_as_it_would_alone():
                     window=32,
                     pool_kernel=7,
                 )
-                if AdaptiveLayerPolicy.observe_all(layer, [policy], single, [0])[0]:
+                if ASL.observe_all(layer, [policy], single, [0])[0]:
                     chosen_alone[index] = layer
     assert chosen_together == chosen_alone
     assert len(chosen_together) == 3

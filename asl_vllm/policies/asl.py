@@ -11,17 +11,31 @@ of propagated.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from asl_vllm.config import PrunerConfig
+from asl_vllm.policies.base import Pruner
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.reference import AdaptiveLayerRule
 from asl_vllm.scoring.step_scores import StepScores
 
+if TYPE_CHECKING:
+    from asl_vllm.config import PrunerConfig
 
-class AdaptiveLayerPolicy:
+
+class ASL(Pruner):
+    name = "asl"
+    summary = (
+        "adaptive selection layer, the selected --asl-select-k tokens go on through the deeper layers "
+        "(saves their compute)."
+    )
+    adaptive = True
+    selects = True
+    two_pass_option = True
+
     def __init__(self, config: PrunerConfig) -> None:
+        super().__init__(config)
         assert config.min_layer is not None, "config must be resolved against the model"
         self.rule = AdaptiveLayerRule(
             min_layer=config.min_layer,
@@ -36,9 +50,7 @@ class AdaptiveLayerPolicy:
         return not self.decided and layer >= self.rule.first_observed_layer
 
     @classmethod
-    def observe_all(
-        cls, layer: int, policies: Sequence[AdaptiveLayerPolicy], scores: StepScores, rows: Sequence[int]
-    ) -> list[bool]:
+    def observe_all(cls, layer: int, policies: Sequence[ASL], scores: StepScores, rows: Sequence[int]) -> list[bool]:
         """One batched rank and rank-variance computation, and one read of the variances, for all requests."""
         lengths = [scores.lengths[row] for row in rows]
         ranks = dispatch.batch_ranks(scores.token_scores[list(rows)], lengths)
@@ -62,6 +74,3 @@ class AdaptiveLayerPolicy:
             policy = policies[index]
             chosen[index] = policy.decided = policy.rule.decide(layer, variance)
         return chosen
-
-    def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
-        return scores.token_scores[row, : scores.lengths[row]]
