@@ -113,3 +113,10 @@ def test_validator_runs_vllm_s_own_check_first():
 
     with pytest.raises(VLLMValidationError, match="vllm's own"):
         with_request_check(vllm_check, SERVER)(SamplingParams(extra_args={"kv_budget": 4096}))
+
+
+@pytest.mark.parametrize("value", [[], {}, 3])
+def test_a_pruner_that_is_not_a_name_is_refused_naming_the_field(value):
+    server = PrunerConfig(pruner="asl").validate()
+    with pytest.raises(PrunerConfigError, match=r"^kv_pruner: unknown pruner"):
+        request_config(server, {"kv_pruner": value})

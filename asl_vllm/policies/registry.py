@@ -32,7 +32,7 @@ def with_capability(capability: str) -> tuple[str, ...]:
 
 def has_capability(name: str, capability: str) -> bool | None:
     """Whether pruner `name` declares `capability`; None for an unknown name (validation refuses it later)."""
-    cls = REGISTRY.get(name)
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
     return None if cls is None else bool(getattr(cls, capability))
 
 

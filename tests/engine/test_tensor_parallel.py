@@ -5,7 +5,7 @@ A generated 8-layer Llama (4 query, 2 KV heads: one KV head per rank at TP=2;
 build runs the ranks as worker processes; the engine core, with the scheduler,
 stays in this process). Every pruner runs per request on one engine started
 with `--kv-pruner asl`: asl with and without a budget (shared and per KV head),
-fastkv, snapkv, and the two-pass methods gemfilter and asl two-pass. Settings:
+fastkv, snapkv, pyramidkv, and the two-pass methods gemfilter and asl two-pass. Settings:
 ASL's reference layer 2 over 2 observed layers and tau 0.2, where the model's
 relative rank variance falls from 0.3-0.5 (layer 3) to 0.10-0.15 (layer 4),
 so layer 4 selects with room on both sides. The embedded model runs at TP=3
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
+import vllm.envs as vllm_envs
 from vllm import LLM
 from vllm.inputs import TokensPrompt
 
@@ -41,6 +42,7 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "asl-budget-per-head": {"kv_budget": 192, "kv_budget_heads": "per-kv-head"},
     "fastkv": {"kv_pruner": "fastkv"},
     "snapkv": {"kv_pruner": "snapkv", "kv_budget": 192, "kv_budget_heads": "per-kv-head"},
+    "pyramidkv": {"kv_pruner": "pyramidkv", "kv_budget": 192},
     "asl-two-pass": {"asl_two_pass": True},
     "gemfilter": {"kv_pruner": "gemfilter"},
 }
@@ -144,7 +146,9 @@ def _serve(
         }
     finally:
         logging.getLogger("vllm.asl_vllm").removeHandler(lines)
-        llm.llm_engine.engine_core.shutdown()
+        # The executor only: an in-process EngineCore's shutdown tears down this process's distributed
+        # state, which the session's other in-process engines still use (vLLM 0.32 `EngineCore.shutdown`).
+        llm.llm_engine.engine_core.engine_core.model_executor.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +162,8 @@ def _serve_sharded(*args: Any) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", str(Path(asl_vllm.__file__).parents[1]))
         patch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # An earlier in-process engine froze vLLM's environment variables (vLLM 0.32 `enable_envs_cache`).
+        vllm_envs.disable_envs_cache()
         return _serve(*args)
 
 
@@ -197,7 +203,7 @@ def test_two_ranks_select_keep_and_answer_as_one(one_rank, two_ranks):
         # Not vacuous: every request was pruned, and the selecting pruners selected where the model settles.
         assert any(decision["layer_offsets"]), req_id
         name = req_id.split("@")[0]
-        if name == "snapkv":
+        if name in ("snapkv", "pyramidkv"):
             assert decision["selection_layer"] is None
         else:
             expected_layer = 3 if name == "gemfilter" else SELECTION_LAYER
