@@ -16,6 +16,13 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`runs_last` tests after all others: in vLLM 0.32 stopping an in-process engine
+    (`EngineCore.shutdown`, also what a sharded engine's executor teardown reaches) destroys the
+    process-wide model-parallel groups that the session's shared in-process engines still use."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def model_path() -> str:
     from asl_vllm.embedded_model import materialize

@@ -30,7 +30,7 @@ from asl_vllm.engine.decisions import REPORT_KEY
 from tests.engine.helpers import external_id, free_blocks, greedy, haystack_tokens
 from tests.engine.random_llama import write_random_llama
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.runs_last]
 
 NUM_TOKENS = 700
 MAX_TOKENS = 8
