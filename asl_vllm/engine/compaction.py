@@ -19,17 +19,6 @@ def gather_per_head(tokens: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     return tokens[kept.t(), heads]
 
 
-def write_kept_tokens(
-    attention: Attention,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    kept: torch.Tensor,
-    slots: torch.Tensor,
-) -> None:
-    """keys/values[N, G, d] of one request; kept[G, K]; slots[K] destination slots."""
-    write_tokens(attention, gather_per_head(keys, kept), gather_per_head(values, kept), slots)
-
-
 def write_tokens(attention: Attention, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor) -> None:
     """keys/values[K, G, d] (several requests' kept tokens at once) into slots[K], by the backend's own op."""
     attention.impl.do_kv_cache_update(attention, keys.contiguous(), values.contiguous(), attention.kv_cache, slots)

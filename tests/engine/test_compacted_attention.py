@@ -16,7 +16,7 @@ from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl, _get_at
 
 from asl_vllm.budget import tail_offset
 from asl_vllm.engine.attention_layout import RequestView, StepTables, build_common_metadata
-from asl_vllm.engine.compaction import gather_per_head, write_kept_tokens
+from asl_vllm.engine.compaction import gather_per_head, write_tokens
 
 HEAD_SIZE = 64
 DTYPE = torch.float32
@@ -120,7 +120,7 @@ def test_decode_after_compaction_reads_exactly_the_kept_tokens(num_heads, num_kv
         [torch.sort(torch.randperm(num_tokens, generator=generator)[:kept_count]).values for _ in range(num_kv_heads)]
     )
     tail = _slots(block_table[0], torch.arange(offset, num_tokens), block_size)
-    write_kept_tokens(layer, keys[0], values[0], kept, tail)
+    write_tokens(layer, gather_per_head(keys[0], kept), gather_per_head(values[0], kept), tail)
 
     # One decode token per request at its natural position N.
     new_k = torch.randn(2, 1, num_kv_heads, HEAD_SIZE, generator=generator)
