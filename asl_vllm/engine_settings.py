@@ -9,12 +9,12 @@ runs eagerly) and chunked prefill (a prompt to be pruned is scheduled whole).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
 from asl_vllm.log import logger
 from asl_vllm.scoring.kv_layout import kv_cache_dtype_problem
+from asl_vllm.vllm_compat.environment import pin_v1_model_runner
 
 CPU_WORKER = "asl_vllm.engine.worker.PruningCPUWorker"
 GPU_WORKER = "asl_vllm.engine.gpu_worker.PruningGPUWorker"
@@ -112,9 +112,7 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     if current_platform.is_cpu():
         engine_args.worker_cls = CPU_WORKER
     else:
-        # The pruning runner extends the V1 GPU model runner; pin it for CUDA. vLLM 0.32 has no config
-        # field for this: VllmConfig.use_v2_model_runner reads this variable in every process.
-        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+        pin_v1_model_runner()
         engine_args.worker_cls = GPU_WORKER
     engine_args.scheduler_cls = SCHEDULER
     engine_args.enable_prefix_caching = False

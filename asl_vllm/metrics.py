@@ -6,7 +6,7 @@ old `vllm:` collectors, in the registry `/metrics` serves (prometheus_client's
 multiprocess mode included), with vLLM's `model_name` and `engine` labels.
 Each request is counted once, from the decision report on its first engine
 output (`asl_vllm.engine.decisions.PruneDecision.report`), which
-`asl_vllm.vllm_patches` keeps on the step's `IterationStats`.
+`asl_vllm.vllm_compat.iteration_stats` keeps on the step's `IterationStats`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from vllm.v1.metrics.loggers import PrometheusStatLogger
 
 from asl_vllm.config import from_vllm_config
-from asl_vllm.vllm_patches import ITERATION_REPORTS_ATTR
+from asl_vllm.vllm_compat.iteration_stats import iteration_reports
 
 KEPT_FRACTION_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 SCORING_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0]
@@ -143,5 +143,5 @@ class PrunerPrometheusStatLogger(PrometheusStatLogger):
         super().record(scheduler_stats, iteration_stats, mm_cache_stats=mm_cache_stats, engine_idx=engine_idx)
         if self.pruner_metrics is None or iteration_stats is None:
             return
-        for report in getattr(iteration_stats, ITERATION_REPORTS_ATTR, ()):
+        for report in iteration_reports(iteration_stats):
             self.pruner_metrics.observe(report, engine_idx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register() -> None:
-    """Add the pruner flags and settings to vLLM's engine arguments."""
-    from asl_vllm import vllm_patches
+    """Add the pruner flags and settings to vLLM's engine arguments, and the pruner check to its frontend."""
+    from asl_vllm import vllm_compat
 
-    vllm_patches.apply()
+    vllm_compat.apply()

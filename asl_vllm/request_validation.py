@@ -3,9 +3,10 @@
 vLLM 0.32's `InputProcessor` (the frontend of `vllm serve` and of `LLM`) builds one
 params validator from its `VllmConfig` and runs it on every request's
 `SamplingParams`; the OpenAI server answers its `VLLMValidationError` with HTTP 400
-(offline: an exception from `LLM.generate`). `vllm_patches` chains `check_request`
-onto that validator with the pruner config of the engine the frontend serves, so
-each frontend checks requests against its own engine's settings.
+(offline: an exception from `LLM.generate`). `asl_vllm.vllm_compat.request_validator`
+chains `check_request` onto that validator with the pruner config of the engine
+the frontend serves, so each frontend checks requests against its own engine's
+settings.
 """
 
 from __future__ import annotations

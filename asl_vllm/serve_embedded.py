@@ -15,6 +15,7 @@ from pathlib import Path
 
 from asl_vllm.config import FLAGS
 from asl_vllm.embedded_model import MODEL_NAME, materialize
+from asl_vllm.vllm_compat.environment import default_cpu_kv_cache_space
 
 SERVED_NAME = "smollm2-135m-instruct"
 DEFAULTS = {
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = build_command(str(materialize()), args)
     # On the CPU build the KV cache size is set in GiB; 1 GiB holds ~45k tokens of this model.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    default_cpu_kv_cache_space(1)
     print("\n".join(banner(command)), file=sys.stderr, flush=True)
     # The `vllm` command of this environment, even when its bin folder is not on PATH.
     beside = Path(sys.executable).with_name("vllm")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from asl_vllm.engine.layer_groups import group_block_bytes
+from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 
 
 def scheduler(llm: Any) -> Any:
@@ -16,7 +17,7 @@ def free_blocks(llm: Any) -> int:
 
 
 def block_size(llm: Any) -> int:
-    return scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0].block_size
+    return group_managers(scheduler(llm).kv_cache_manager)[0].block_size
 
 
 def external_id(internal_id: str) -> str:
@@ -31,7 +32,7 @@ def internal_id(llm: Any, req_id: str) -> str:
 def blocks_held_per_group(llm: Any, req_id: str) -> list[int]:
     """The request's non-null blocks in each KV cache group (one group per layer bucket)."""
     key = internal_id(llm, req_id)
-    managers = scheduler(llm).kv_cache_manager.coordinator.single_type_managers
+    managers = group_managers(scheduler(llm).kv_cache_manager)
     return [sum(1 for block in manager.req_to_blocks.get(key, []) if not block.is_null) for manager in managers]
 
 

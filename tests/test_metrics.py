@@ -1,4 +1,4 @@
-"""The pruner's Prometheus series count decision reports, and reports reach the step's stats."""
+"""The pruner's Prometheus series count decision reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from prometheus_client import CollectorRegistry
 
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.metrics import PrunerMetrics
-from asl_vllm.vllm_patches import ITERATION_REPORTS_ATTR, apply
 
 LABELS = {"model_name": "m", "engine": "0"}
 PRUNED = PruneDecision(
@@ -70,22 +69,3 @@ def test_an_unscored_report_counts_as_not_pruned_under_its_own_pruner(metrics):
     assert not value(registry, "vllm:kv_pruner_selection_layer_count", **none)
     assert not value(registry, "vllm:kv_pruner_scoring_seconds_count", **none)
     assert value(registry, "vllm:kv_pruner_requests_total", pruned="false", pruner="asl") == 0
-
-
-def test_first_outputs_reports_are_kept_on_the_iteration_stats():
-    from vllm.v1.engine import EngineCoreOutput
-    from vllm.v1.metrics.stats import IterationStats, LoRARequestStates, RequestStateStats
-
-    apply()
-    stats = IterationStats()
-    lora_states = LoRARequestStates()
-
-    def update(report, is_prefilling):
-        output = EngineCoreOutput(request_id="r", new_token_ids=[1], kv_transfer_params={"kv_pruner": report})
-        stats.update_from_output(output, 1.0, is_prefilling, RequestStateStats(arrival_time=0.0), lora_states, None)
-
-    update(PRUNED, True)
-    update(UNSCORED, False)  # a later output of a request (its last one carries the report again)
-    plain = EngineCoreOutput(request_id="q", new_token_ids=[1])
-    stats.update_from_output(plain, 1.0, True, RequestStateStats(), lora_states, None)
-    assert getattr(stats, ITERATION_REPORTS_ATTR) == [PRUNED]

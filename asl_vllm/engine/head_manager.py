@@ -8,21 +8,18 @@ vLLM calls before it allocates a request's next slots, puts the null block in
 their place, so block lists keep their length and allocation, preemption and
 freeing work unchanged. It is registered for `LayerBucketSpec`, the spec every
 decoder layer of a pruning engine carries, through vLLM's
-`KVCacheSpecRegistry` (the `register_kv_cache_spec` seam).
+`KVCacheSpecRegistry` (`asl_vllm.vllm_compat.kv_cache_managers`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager
-from vllm.v1.kv_cache_interface import FullAttentionSpec
-from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
-
 from asl_vllm.engine.layer_groups import LayerBucketSpec
+from asl_vllm.vllm_compat.kv_cache_managers import BlockFreeingManager, register_full_attention_manager
 
 
-class PrunedHeadManager(FullAttentionManager):
+class PrunedHeadManager(BlockFreeingManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # First slot each pruned request's layers of this group still read.
@@ -42,7 +39,7 @@ class PrunedHeadManager(FullAttentionManager):
         super().remove_skipped_blocks(request_id, processed_computed_tokens, num_prompt_tokens)
         offset = self.head_offsets.get(request_id)
         if offset:
-            self._remove_blocks_in_range(request_id, 0, offset // self.block_size)
+            self.free_blocks(request_id, 0, offset // self.block_size)
 
     def pop_blocks_for_free(self, request_id: str) -> list[Any]:
         """A finished or preempted request forgets its head: a recompute prunes afresh."""
@@ -51,10 +48,5 @@ class PrunedHeadManager(FullAttentionManager):
 
 
 def register(vllm_config: Any) -> None:
-    """Make vLLM manage `LayerBucketSpec` groups with `PrunedHeadManager` (idempotent).
-
-    vLLM registers its built-in specs on the registry's first use; that must happen before
-    ours, or the built-ins would be skipped.
-    """
-    KVCacheSpecRegistry._ensure_registered(vllm_config)
-    KVCacheSpecRegistry.register(LayerBucketSpec, PrunedHeadManager, uniform_type_base_spec=FullAttentionSpec)
+    """Make vLLM manage `LayerBucketSpec` groups with `PrunedHeadManager` (idempotent)."""
+    register_full_attention_manager(vllm_config, LayerBucketSpec, PrunedHeadManager)

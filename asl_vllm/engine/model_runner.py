@@ -2,17 +2,18 @@
 
 Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
 build). Only a step holding a prefill to be pruned leaves vLLM's own path: it
-runs eagerly (`force_eager` in `_determine_batch_execution_and_padding`, the
-per-step switch vLLM already has) through `PruningStep`. Every other step,
-decodes of pruned requests included, runs vLLM's forward in its default mode
-(torch.compile, CUDA graphs); a pruned request differs there only in its
-attention metadata (`OffsetAttentionGroup`, `KVOffsets`) and, for two-pass
-methods, its RoPE positions.
+runs eagerly (`step_needs_eager`, vLLM's per-step `force_eager` switch) through
+`PruningStep` (`replacement_forward`). Every other step, decodes of pruned
+requests included, runs vLLM's forward in its default mode (torch.compile,
+CUDA graphs); a pruned request differs there only in its attention metadata
+(`OffsetAttentionGroup`, `KVOffsets`) and, for two-pass methods, its RoPE
+positions.
 
-Overrides: `load_model`, `get_kv_cache_spec`, `initialize_attn_backend`,
-`initialize_kv_cache`, `profile_run`, `_update_states`, `_prepare_inputs`,
-`_determine_batch_execution_and_padding`, `_model_forward` and
-`sample_tokens`. The decisions of a step travel to the scheduler on that step's
+Overrides vLLM's public `load_model`, `get_kv_cache_spec`,
+`initialize_attn_backend`, `initialize_kv_cache`, `profile_run` and
+`sample_tokens`, and implements the hooks of
+`asl_vllm.vllm_compat.model_runner.RunnerHooks` (vLLM's private steps). The
+decisions of a step travel to the scheduler on that step's
 `ModelRunnerOutput` (`asl_vllm.engine.decision_channel`). Under tensor
 parallelism every rank runs this runner on its own heads and, scoring through
 the TP group (`HeadShards`), makes the same decisions and keeps the same offsets.
@@ -42,11 +43,12 @@ from asl_vllm.scoring.head_shards import tensor_parallel_shards
 from asl_vllm.scoring.kv_layout import check_backend
 from asl_vllm.scoring.memory import scoring_transient_bytes
 from asl_vllm.scoring.warmup import triton_runs_on, warm_up_kernels
+from asl_vllm.vllm_compat.model_runner import RunnerHooks
 
 DECISIONS_KEPT = 1024
 
 
-class PruningRunnerMixin:
+class PruningRunnerMixin(RunnerHooks):
     """Keeps each pruned request's per-group KV offsets between steps."""
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
@@ -143,42 +145,26 @@ class PruningRunnerMixin:
     def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
         return self.attn_groups[group][0].build_unshifted(common)
 
-    def _update_states(self, scheduler_output: Any) -> Any:
-        self.kv_offsets.discard(list(scheduler_output.finished_req_ids))
-        self.kv_offsets.discard(list(scheduler_output.preempted_req_ids or ()))
-        result = super()._update_states(scheduler_output)
-        self.kv_offsets.refresh(self.input_batch.req_ids[: self.input_batch.num_reqs])
-        return result
+    def requests_leaving(self, req_ids: list[str]) -> None:
+        self.kv_offsets.discard(req_ids)
 
-    def _prepare_inputs(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
-        result = super()._prepare_inputs(scheduler_output, *args, **kwargs)
-        num_tokens = scheduler_output.total_num_scheduled_tokens
-        self.kv_offsets.shift_positions(self.positions[:num_tokens], self.req_indices.gpu[:num_tokens])
+    def batch_updated(self, req_ids: list[str | None]) -> None:
+        self.kv_offsets.refresh(req_ids)
+
+    def inputs_prepared(self, positions: torch.Tensor, row_of_token: torch.Tensor) -> None:
+        self.kv_offsets.shift_positions(positions, row_of_token)
         self._planned_steps = self._plan_steps()
-        return result
 
-    def _determine_batch_execution_and_padding(self, *args: Any, **kwargs: Any) -> Any:
-        if self._planned_steps is not None:
-            kwargs["force_eager"] = True
-        return super()._determine_batch_execution_and_padding(*args, **kwargs)
+    def step_needs_eager(self) -> bool:
+        return self._planned_steps is not None
 
-    def _model_forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        intermediate_tensors: Any = None,
-        inputs_embeds: torch.Tensor | None = None,
-        **model_kwargs: Any,
-    ) -> Any:
+    def replacement_forward(
+        self, input_ids: torch.Tensor | None, positions: torch.Tensor, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The pruning layer loop's hidden states when this step prunes a prefill."""
         steps, self._planned_steps = self._planned_steps, None
         if steps is None:
-            return super()._model_forward(
-                input_ids=input_ids,
-                positions=positions,
-                intermediate_tensors=intermediate_tensors,
-                inputs_embeds=inputs_embeds,
-                **model_kwargs,
-            )
+            return None
         num_reqs = len(steps)
         computed = self.input_batch.num_computed_tokens_cpu_tensor[:num_reqs]
         prompts = self.input_batch.num_prompt_tokens_cpu_tensor[:num_reqs]

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from vllm.forward_context import get_forward_context
 from vllm.v1.attention.backend import CommonAttentionMetadata
 
 from asl_vllm.budget import kept_tokens
@@ -55,11 +54,12 @@ from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.compaction import gather_per_head, write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
-from asl_vllm.engine.eager_kernels import fused_kernels
 from asl_vllm.policies import Pruner, make_policy
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
 from asl_vllm.scoring.reference import budget_select, select_tokens
 from asl_vllm.scoring.step_scores import StepScores
+from asl_vllm.vllm_compat.eager_kernels import fused_kernels
+from asl_vllm.vllm_compat.forward_context import LayerContexts
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ class PruningStep:
         fused_kernels: bool,
         shards: HeadShards = SINGLE_RANK,
     ) -> None:
-        """`fused_kernels`: run the layers with vLLM's fused eager kernels (`eager_kernels`) instead of the
-        plain-torch layers a compiled engine leaves for torch.compile to fuse."""
+        """`fused_kernels`: run the layers with vLLM's fused eager kernels (`vllm_compat.eager_kernels`)
+        instead of the plain-torch layers a compiled engine leaves for torch.compile to fuse."""
         self.stack = stack
         self.capture = AttentionCapture(stack)
         self.block_size = block_size
@@ -194,11 +194,9 @@ class PruningStep:
     ) -> tuple[torch.Tensor, list[PruneDecision]]:
         """`tables[g]`: the step's block table of KV cache group g."""
         self.steps_run += 1
-        context = get_forward_context()
-        context.attn_metadata = dict(context.attn_metadata)
-        context.slot_mapping = dict(context.slot_mapping)
+        context = LayerContexts()
         # Every row's slot in each layer's group, kept before the loop replaces the mapping per layer.
-        full_slots = [context.slot_mapping[self.stack.layer_name(layer)] for layer in range(self.stack.num_layers)]
+        full_slots = [context.slot_mapping(self.stack.layer_name(layer)) for layer in range(self.stack.num_layers)]
         lives = [
             LiveRequest(step, index, positions, self.layer_groups, self.block_size) for index, step in enumerate(steps)
         ]
@@ -211,14 +209,15 @@ class PruningStep:
         full = hidden.new_zeros((positions.shape[0], hidden.shape[-1]))
         kernels = fused_kernels(self.stack.inner) if self.fused_kernels else contextlib.nullcontext()
         with self.capture, kernels:
-            self._run_layers(lives, hidden, tables, full_slots, full)
+            self._run_layers(context, lives, hidden, tables, full_slots, full)
             reruns = [live.for_rerun() for live in lives if live.rerun_rows is not None]
             if reruns:
-                self._rerun(reruns, input_ids, embeddings, tables, full_slots, full)
+                self._rerun(context, reruns, input_ids, embeddings, tables, full_slots, full)
         return full, [live.decision for live in pruning]
 
     def _run_layers(
         self,
+        context: LayerContexts,
         lives: list[LiveRequest],
         hidden: torch.Tensor,
         tables: Sequence[StepTables],
@@ -230,7 +229,6 @@ class PruningStep:
         A request whose two-pass policy selects leaves the loop at that layer; the loop ends
         early when none is left.
         """
-        context = get_forward_context()
         residual: torch.Tensor | None = None
         layout_key: tuple | None = None
         for layer_index, layer in enumerate(self.stack.layers):
@@ -244,9 +242,7 @@ class PruningStep:
                 layer_tables = tables[group].select([live.table_row for live in lives])
                 common = build_common_metadata(layer_tables, views, slots, layer_positions)
                 metadata = self.build_metadata(common, group)
-            name = self.stack.layer_name(layer_index)
-            context.attn_metadata[name] = metadata
-            context.slot_mapping[name] = slots
+            context.set_layer(self.stack.layer_name(layer_index), metadata, slots)
             hidden, residual = layer(layer_positions, hidden, residual)
             query, key_, value = self.capture.take(layer_index)
             if any(live.decision is not None for live in lives):
@@ -260,6 +256,7 @@ class PruningStep:
 
     def _rerun(
         self,
+        context: LayerContexts,
         reruns: list[LiveRequest],
         input_ids: torch.Tensor | None,
         embeddings: torch.Tensor | None,
@@ -273,7 +270,7 @@ class PruningStep:
             hidden = embeddings[rows.to(embeddings.device)]
         else:
             hidden = self.stack.embed(input_ids[rows.to(input_ids.device)])
-        self._run_layers(reruns, hidden, tables, full_slots, full)
+        self._run_layers(context, reruns, hidden, tables, full_slots, full)
 
     def _after_layer(
         self,

@@ -3,10 +3,9 @@
 A prompt is pruned only when its whole prefill runs in one step, so a request
 that will be pruned is never split by chunked prefill: where vLLM would
 schedule only part of it, it waits for a later step, as with chunked prefill
-off (vLLM 0.32 consults `Scheduler._mamba_block_aligned_split` for every chunk
-it is about to schedule; returning 0 stops the waiting loop). Every other
-request is chunked as vLLM does. A prompt longer than the step's token budget
-can never run whole: it is served unpruned, and the log says so.
+off (`prefill_tokens_to_schedule`, a hook of `asl_vllm.vllm_compat.scheduler`).
+Every other request is chunked as vLLM does. A prompt longer than the step's
+token budget can never run whole: it is served unpruned, and the log says so.
 
 After a pruning prefill, every layer of KV cache group g keeps its tokens in
 the tail slots [D_g, N) (`asl_vllm.budget`); the worker reports the offsets on
@@ -17,16 +16,14 @@ offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
 Each request's decision report (`PruneDecision.report`) rides on its first and
 its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
 per-request field vLLM 0.32 carries from the engine to the API server and into
-the OpenAI response (the last output is built in `_free_request`). It is added
-beside whatever a KV connector put there (its `request_finished` params, which
-`_free_request` returns), never in their place.
+the OpenAI response (the last one through `finished_request_params`). It is
+added beside whatever a KV connector put there (its `request_finished` params),
+never in their place.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from vllm.v1.core.sched.scheduler import Scheduler
 
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine import head_manager
@@ -35,25 +32,23 @@ from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
 from asl_vllm.log import logger
 from asl_vllm.request_config import prefill_prune_config, requested_pruner
+from asl_vllm.vllm_compat.kv_cache_managers import group_managers
+from asl_vllm.vllm_compat.scheduler import SchedulerHooks
 
 
-class PruningScheduler(Scheduler):
+class PruningScheduler(SchedulerHooks):
     def __init__(self, *args: Any, vllm_config: Any, **kwargs: Any) -> None:
         head_manager.register(vllm_config)
         super().__init__(*args, vllm_config=vllm_config, **kwargs)
         self.pruner_config = from_vllm_config(self.vllm_config)
         self.pruner_num_layers = self.vllm_config.model_config.hf_config.num_hidden_layers
-        if self.has_mamba_layers:
-            raise RuntimeError("KV pruning does not support models with Mamba layers")
-        # vLLM's per-chunk hook, used here to keep a prompt to prune in one step (see the module docstring).
-        self.need_mamba_block_aligned_split = True
         threshold = self.scheduler_config.long_prefill_token_threshold
         self._whole_prefill_limit = min(self.max_num_scheduled_tokens, threshold or self.max_num_scheduled_tokens)
         self._unpruned_too_long: set[str] = set()
         # Report of each unfinished request, for its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
 
-    def _mamba_block_aligned_split(self, request: Any, num_new_tokens: int, *args: Any, **kwargs: Any) -> int:
+    def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
         """0 (wait for a later step) when this would split a prefill that is to be pruned."""
         remaining = request.num_tokens - request.num_computed_tokens
         if request.num_computed_tokens or num_new_tokens >= remaining or not self._will_prune(request):
@@ -112,17 +107,19 @@ class PruningScheduler(Scheduler):
             if request is not None and not request.is_finished():
                 self._pruner_reports[new.req_id] = report
 
-    def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+    def finished_request_params(
+        self, request: Any, kv_transfer_params: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The connector's params of a finished request, with its report beside them."""
         self._unpruned_too_long.discard(request.request_id)
-        kv_transfer_params, ec_transfer_params = super()._free_request(request, *args, **kwargs)
         report = self._pruner_reports.pop(request.request_id, None)
-        if report is not None:
-            kv_transfer_params = {**(kv_transfer_params or {}), REPORT_KEY: report}
-        return kv_transfer_params, ec_transfer_params
+        if report is None:
+            return kv_transfer_params
+        return {**(kv_transfer_params or {}), REPORT_KEY: report}
 
     def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:
         """Give each KV cache group's manager the request's head offset; it frees those blocks now."""
-        managers = self.kv_cache_manager.coordinator.single_type_managers
+        managers = group_managers(self.kv_cache_manager)
         groups = self.kv_cache_config.kv_cache_groups
         freed = []
         for manager, offset in zip(managers, decision.group_offsets, strict=True):

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from vllm.v1.worker import cpu_worker
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+from vllm.v1.worker.cpu_worker import CPUWorker
 
 from asl_vllm.engine.model_runner import PruningRunnerMixin
 from asl_vllm.engine.worker_mixin import PruningWorkerMixin
+from asl_vllm.vllm_compat.workers import building_cpu_runner
 
 
 class PruningCPUModelRunner(PruningRunnerMixin, CPUModelRunner):
     pass
 
 
-class PruningCPUWorker(PruningWorkerMixin, cpu_worker.CPUWorker):
+class PruningCPUWorker(PruningWorkerMixin, CPUWorker):
     def init_device(self) -> None:
-        """Build one runner, ours.
-
-        vLLM 0.32's `CPUWorker.init_device` has no runner factory: it builds
-        `CPUModelRunner` by that name in its module, so the name means the
-        pruning runner while it runs (the worker process builds one worker).
-        """
-        vllm_runner = cpu_worker.CPUModelRunner
-        cpu_worker.CPUModelRunner = PruningCPUModelRunner
-        try:
+        """Build one runner, ours (vLLM's CPU worker has no runner factory: `building_cpu_runner`)."""
+        with building_cpu_runner(PruningCPUModelRunner):
             super().init_device()
-        finally:
-            cpu_worker.CPUModelRunner = vllm_runner
         if not isinstance(self.model_runner, PruningCPUModelRunner):
             raise RuntimeError(
                 f"vLLM's CPU worker built {type(self.model_runner).__name__}, not the pruning model runner"

@@ -17,6 +17,7 @@ import torch
 from asl_vllm.budget import tail_offset
 from asl_vllm.scoring import reference as ref
 from asl_vllm.scoring.kv_layout import key_view, layer_layout
+from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 from tests.engine.helpers import add_request, block_size, decisions, greedy, haystack_tokens, internal_id, scheduler
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def _stored_tokens(llm, req_id: str, layer: int, hf_keys: torch.Tensor, offset: 
         keys = key_view(attention.kv_cache, layer_layout(attention))
     except ValueError as error:
         pytest.skip(f"this machine's CPU attention stores K packed: {error}")
-    manager = scheduler(llm).kv_cache_manager.coordinator.single_type_managers[0]
+    manager = group_managers(scheduler(llm).kv_cache_manager)[0]
     block_ids = [block.block_id for block in manager.req_to_blocks[internal_id(llm, req_id)]]
     bs = block_size(llm)
     slots = torch.arange(offset, NUM_TOKENS)

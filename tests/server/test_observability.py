@@ -125,6 +125,23 @@ def test_per_request_overrides_change_the_decision(asl_server):
     assert delta(before, after, "vllm:kv_pruner_freed_blocks_total", pruner="asl") == freed
 
 
+def test_reply_ended_by_a_stop_string_carries_the_report(asl_server):
+    # The frontend ends such a request itself: the engine's last output, which carries the report, never comes.
+    url, _ = asl_server
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "temperature": 0, "ignore_eos": True}
+    text = requests.post(f"{url}/v1/completions", json={**body, "max_tokens": 8}, timeout=300).json()
+    text = text["choices"][0]["text"]
+    # The shortest tail of the 8 tokens found nowhere earlier: generation stops there, long before max_tokens.
+    stop = next(text[-size:] for size in range(3, len(text) + 1) if text.find(text[-size:]) == len(text) - size)
+    reply = requests.post(f"{url}/v1/completions", json={**body, "max_tokens": 64, "stop": [stop]}, timeout=300)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    assert data["choices"][0]["finish_reason"] == "stop" and data["usage"]["completion_tokens"] < 64
+    report = data["kv_transfer_params"]["kv_pruner"]
+    assert report["pruner"] == "asl" and report["pruned"] is True
+    assert report["prompt_tokens"] == data["usage"]["prompt_tokens"]
+
+
 def stream(url: str, path: str, **fields) -> list[dict]:
     """A streaming reply's chunks ending in the usage chunk (`[DONE]` checked and dropped)."""
     body = {"model": MODEL, "max_tokens": 4, "temperature": 0, "stream": True, **fields}

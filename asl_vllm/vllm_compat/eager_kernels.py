@@ -12,8 +12,12 @@ where those unfused torch ops cost several times vLLM's C++/CUDA kernels (an
 to vLLM's fused kernels: the `vllm_c` IR providers (plus the same `torch.ops._C` kernels
 registered for the CPU build, where vLLM ships them but does not register
 them), and the platform method of each `CustomOp` left on `forward_native`.
-Touches vLLM 0.32's `CustomOp._forward_method`, the attribute
-`dispatch_forward` sets.
+
+vLLM 0.32 touch points: `CustomOp._forward_method`, the private attribute
+`CustomOp.dispatch_forward` sets (vllm/model_executor/custom_op.py); the IR ops
+`vllm.ir.ops.rms_norm` / `fused_add_rms_norm` (vllm/ir/): a provider registered
+with `register_impl` at import, and `set_priority` for the loop; the CPU build's
+`torch.ops._C.rms_norm` / `fused_add_rms_norm` kernels.
 """
 
 from __future__ import annotations

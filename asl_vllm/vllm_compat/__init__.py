@@ -1,0 +1,75 @@
+"""Every place asl-vllm relies on a vLLM internal, and nothing else. Pinned: vLLM 0.32.0 (setup.py's VLLM_VERSION).
+
+An internal is what vLLM does not offer plugins: a private method or attribute
+overridden or read, a vLLM function replaced by a wrapper, a module attribute
+rebound, an environment variable set for vLLM, a private registry call. Each
+module below names the vLLM 0.32 file and function it depends on; a new vLLM
+version is checked here first. The rest of the plugin uses vLLM's documented
+seams (entry points, `--worker-cls` / `--scheduler-cls`, subclasses of
+`Scheduler`, workers and model runners through their public methods,
+`KVCacheSpecRegistry.register`, stat-logger plugins, public types) and the
+hooks these modules define.
+
+Wrappers of vLLM functions (installed by `apply`, by the start-up hook, or by
+the first `create_engine_config` of a pruning engine; each installs once):
+- `engine_args`: `EngineArgs.add_cli_args`, `EngineArgs.from_cli_args`,
+  `EngineArgs.__init__`, `AsyncEngineArgs.__init__`,
+  `EngineArgs.create_engine_config` (vllm/engine/arg_utils.py).
+- `serve_command`: `ServeSubcommand.cmd` (vllm/entrypoints/cli/serve.py).
+- `request_validator`: `InputProcessor._build_logits_processors_params_validator`
+  (vllm/v1/engine/input_processor.py).
+- `iteration_stats`: `IterationStats.update_from_output` (vllm/v1/metrics/stats.py),
+  and the attribute it adds to `IterationStats`.
+- `stream_generators`: `OpenAIServingCompletion.completion_stream_generator`,
+  `OpenAIServingChat.chat_completion_stream_generator`
+  (vllm/entrypoints/openai/{completion,chat_completion}/serving.py).
+- `request_outputs`: `RequestState.make_request_output`
+  (vllm/v1/engine/output_processor.py), and the attribute it adds to `RequestState`.
+
+Private methods overridden, each behind a named hook:
+- `scheduler.SchedulerHooks`: `Scheduler._mamba_block_aligned_split` (with the
+  attribute `need_mamba_block_aligned_split`) and `Scheduler._free_request`
+  (vllm/v1/core/sched/scheduler.py).
+- `model_runner.RunnerHooks`: `GPUModelRunner._update_states`, `_prepare_inputs`
+  (reading `positions` and `req_indices` after it), `_determine_batch_execution_and_padding`
+  and `_model_forward` (vllm/v1/worker/gpu_model_runner.py).
+- `attention_group.ShiftedAttentionGroup`: `AttentionGroup._with_kernel_block_table`
+  (vllm/v1/worker/utils.py).
+- `workers.GPUWorkerHooks`: `Worker._make_model_runner` (vllm/v1/worker/gpu_worker.py).
+- `kv_cache_managers.BlockFreeingManager`: calls
+  `SingleTypeKVCacheManager._remove_blocks_in_range`
+  (vllm/v1/core/single_type_kv_cache_manager.py).
+
+Private state read or written, registry calls, rebinding, environment:
+- `kv_cache_managers`: `KVCacheSpecRegistry._ensure_registered`
+  (vllm/v1/kv_cache_spec_registry.py); `KVCacheManager.coordinator.single_type_managers`
+  (vllm/v1/core/kv_cache_manager.py, kv_cache_coordinator.py).
+- `workers.building_cpu_runner`: rebinds `vllm.v1.worker.cpu_worker.CPUModelRunner`
+  while `CPUWorker.init_device` runs.
+- `forward_context.LayerContexts`: replaces per-layer entries of
+  `ForwardContext.attn_metadata` and `.slot_mapping` (vllm/forward_context.py).
+- `eager_kernels`: `CustomOp._forward_method` (vllm/model_executor/custom_op.py);
+  an IR provider registered on `vllm.ir.ops.rms_norm` / `fused_add_rms_norm` at
+  import, and their `set_priority` (vllm/ir/).
+- `environment`: sets `VLLM_USE_V2_MODEL_RUNNER` and (for `asl-vllm-serve`)
+  `VLLM_CPU_KVCACHE_SPACE` (vllm/envs.py).
+
+`patching` holds the mark that makes each wrapper install once.
+
+Outside this package, because it runs at interpreter start before `asl_vllm`
+may be imported: the top-level `asl_vllm_startup` answers
+`importlib.metadata.version("vllm")` for the `vllm-cpu` distribution (which
+`vllm/entrypoints/cli/main.py` asks for) and runs `apply` and
+`serve_command.wrap_serve_command` right after their vLLM modules are imported.
+"""
+
+from __future__ import annotations
+
+
+def apply() -> None:
+    """Install the wrappers vLLM's engine arguments and frontend need in every process (idempotent)."""
+    from asl_vllm.vllm_compat import engine_args, iteration_stats, request_validator
+
+    engine_args.wrap_engine_args()
+    request_validator.wrap_request_validator()
+    iteration_stats.wrap_iteration_stats()

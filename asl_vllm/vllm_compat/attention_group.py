@@ -1,0 +1,33 @@
+"""vLLM's attention group with a hook on the metadata of every build.
+
+vLLM 0.32 builds every KV cache group's attention metadata through the private
+`AttentionGroup._with_kernel_block_table` (vllm/v1/worker/utils.py): for the
+step (`build_metadata`), for CUDA-graph capture
+(`build_metadata_for_cudagraph_capture`) and for drafting. Overriding that one
+method lets a subclass change each request's row of the common metadata
+(`shift_metadata`) for all three, with vLLM's own builders and kernels unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vllm.v1.attention.backend import CommonAttentionMetadata
+from vllm.v1.worker.utils import AttentionGroup
+
+
+class ShiftedAttentionGroup(AttentionGroup):
+    """A subclass implements `shift_metadata`."""
+
+    def shift_metadata(self, common_attn_metadata: CommonAttentionMetadata) -> CommonAttentionMetadata:
+        """The metadata vLLM's builder gets instead of `common_attn_metadata`."""
+        raise NotImplementedError
+
+    def _with_kernel_block_table(
+        self, common_attn_metadata: CommonAttentionMetadata, ubatch_idx: int = 0
+    ) -> CommonAttentionMetadata:
+        return super()._with_kernel_block_table(self.shift_metadata(common_attn_metadata), ubatch_idx)
+
+    def build_unshifted(self, common_attn_metadata: CommonAttentionMetadata) -> Any:
+        """The group's metadata for `common_attn_metadata` as given, without `shift_metadata`."""
+        return self.get_metadata_builder().build(0, super()._with_kernel_block_table(common_attn_metadata))

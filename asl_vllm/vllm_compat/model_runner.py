@@ -1,0 +1,86 @@
+"""vLLM's V1 model runner with the private steps a pruning runner changes turned into named hooks.
+
+vLLM 0.32, `GPUModelRunner` (vllm/v1/worker/gpu_model_runner.py; the CPU
+build's `CPUModelRunner` in cpu_model_runner.py subclasses it):
+- `_update_states(scheduler_output)`: applies the scheduler's output to the
+  persistent batch. Hooks: `requests_leaving` (finished and preempted requests,
+  before) and `batch_updated` (the batch's request ids in row order, after).
+- `_prepare_inputs(scheduler_output, ...)`: fills the step's `positions` and
+  `req_indices` (each token's batch row), and the slot mapping from the true
+  positions. Hook: `inputs_prepared`, which may change the positions in place.
+- `_determine_batch_execution_and_padding(..., force_eager=...)`: vLLM's per-step
+  choice between eager and CUDA graphs. Hook: `step_needs_eager`.
+- `_model_forward(input_ids, positions, intermediate_tensors, inputs_embeds, ...)`:
+  the model call of a step. Hook: `replacement_forward`, whose hidden states
+  replace vLLM's forward when it returns any.
+`RunnerHooks` is mixed in before vLLM's runner class, e.g.
+`class Runner(RunnerHooks, CPUModelRunner)`, so its overrides call vLLM's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class RunnerHooks:
+    """A subclass implements the hooks below."""
+
+    def requests_leaving(self, req_ids: list[str]) -> None:
+        """Finished and preempted requests, before vLLM removes them from the batch."""
+        raise NotImplementedError
+
+    def batch_updated(self, req_ids: list[str | None]) -> None:
+        """The persistent batch's request ids in row order, once vLLM updated it for the step."""
+        raise NotImplementedError
+
+    def inputs_prepared(self, positions: torch.Tensor, row_of_token: torch.Tensor) -> None:
+        """The step's token positions (writable) and each token's batch row, once vLLM prepared its inputs."""
+        raise NotImplementedError
+
+    def step_needs_eager(self) -> bool:
+        """Whether this step must run eagerly (no CUDA graph replay)."""
+        raise NotImplementedError
+
+    def replacement_forward(
+        self, input_ids: torch.Tensor | None, positions: torch.Tensor, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The step's hidden states computed here, or None for vLLM's forward."""
+        raise NotImplementedError
+
+    def _update_states(self, scheduler_output: Any) -> Any:
+        self.requests_leaving([*scheduler_output.finished_req_ids, *(scheduler_output.preempted_req_ids or ())])
+        result = super()._update_states(scheduler_output)
+        self.batch_updated(self.input_batch.req_ids[: self.input_batch.num_reqs])
+        return result
+
+    def _prepare_inputs(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+        result = super()._prepare_inputs(scheduler_output, *args, **kwargs)
+        num_tokens = scheduler_output.total_num_scheduled_tokens
+        self.inputs_prepared(self.positions[:num_tokens], self.req_indices.gpu[:num_tokens])
+        return result
+
+    def _determine_batch_execution_and_padding(self, *args: Any, **kwargs: Any) -> Any:
+        if self.step_needs_eager():
+            kwargs["force_eager"] = True
+        return super()._determine_batch_execution_and_padding(*args, **kwargs)
+
+    def _model_forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        intermediate_tensors: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **model_kwargs: Any,
+    ) -> Any:
+        hidden = self.replacement_forward(input_ids, positions, inputs_embeds)
+        if hidden is not None:
+            return hidden
+        return super()._model_forward(
+            input_ids=input_ids,
+            positions=positions,
+            intermediate_tensors=intermediate_tensors,
+            inputs_embeds=inputs_embeds,
+            **model_kwargs,
+        )
