@@ -19,6 +19,7 @@ prompts per cell, full KV, ASL at tau 0.5 without a budget, ASL with budgets 102
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from benchmarks.offline_runner import Request
 from benchmarks.plots import Heatmap, heatmaps, selection_histograms
 from benchmarks.pruners import add_config_arguments, configs_from_arguments, file_stem, parse
 from benchmarks.results_file import by_config, unavailable_lines
-from benchmarks.stats import difference
+from benchmarks.stats import difference, sign_test
 from harness.chat_prompt import needle_prompt
 from harness.text_sources import HAYSTACK_KINDS, haystack_text, random_value
 
@@ -109,6 +110,7 @@ def render(document: dict[str, Any], link: str = "") -> str:
         "",
         targets(records),
         "",
+        *head_modes(records),
         *tables.selection(records),
         *unavailable_lines(document),
     ]
@@ -146,6 +148,31 @@ def targets(records: Sequence[dict[str, Any]]) -> str:
             f"{difference(mine, theirs)}: {verdict}" + (f" (other mode {others})" if others else "")
         )
     return "\n".join(lines)
+
+
+def head_modes(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The two budget rules on the same prompts: where only one finds the needle, and the sign test's p."""
+    configs = {name: parse(name) for name in by_config(records)}
+    by_name = by_config(records)
+    lines = []
+    for name, config in configs.items():
+        if config.heads != "shared":
+            continue
+        other = next((n for n, c in configs.items() if c == dataclasses.replace(config, heads="per-kv-head")), None)
+        if other is None:
+            continue
+        shared = {r["key"]: r["score"] for r in by_name[name]}
+        per_head = {r["key"]: r["score"] for r in by_name[other]}
+        common = shared.keys() & per_head.keys()
+        wins = sum(shared[key] > per_head[key] for key in common)
+        losses = sum(shared[key] < per_head[key] for key in common)
+        lines.append(
+            f"- {name} vs {other}, same {len(common)} prompts: only shared finds the needle on {wins}, only "
+            f"per-kv-head on {losses}; sign test p = {sign_test(wins, losses):.2g}"
+        )
+    if not lines:
+        return []
+    return ["Budget head modes, paired (p < 0.05: unlikely to be chance):", *lines, ""]
 
 
 def plot_name(config: str) -> str:

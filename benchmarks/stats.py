@@ -57,3 +57,15 @@ def difference(pruned: Score, full: Score) -> str:
     delta = pruned.mean - full.mean
     verdict = "intervals overlap" if pruned.overlaps(full) else ("higher" if delta > 0 else "lower")
     return f"{delta:+.1f} ({verdict})"
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven between two rules that are
+    equally good on the prompts where they disagree (ties, where both agree, carry no information)."""
+    if wins < 0 or losses < 0:
+        raise ValueError("counts must be >= 0")
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)

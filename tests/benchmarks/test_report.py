@@ -63,6 +63,16 @@ def test_needle_targets_take_the_better_head_mode():
     assert "- ASL at B=1024: not measured" in text
 
 
+def test_head_modes_are_compared_on_the_same_prompts():
+    # Shared finds all 20, per-kv-head the first 10: 10 prompts where only shared finds it, none the other way.
+    lines = niah.head_modes(needle_document()["records"])
+    assert lines[1] == (
+        "- asl,B=2048,heads=shared,k=2048,tau=0.3 vs asl,B=2048,heads=per-kv-head,k=2048,tau=0.3, same 20 prompts: "
+        "only shared finds the needle on 10, only per-kv-head on 0; sign test p = 0.002"
+    )
+    assert niah.head_modes([r for r in needle_document()["records"] if "per-kv-head" not in r["config"]]) == []
+
+
 def test_ruler_targets_compare_asl_with_fixed_layer_peers_at_equal_select_k():
     records = []
     for i in range(20):

@@ -1,6 +1,6 @@
 import pytest
 
-from benchmarks.stats import Score, difference, score, wilson_interval
+from benchmarks.stats import Score, difference, score, sign_test, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -45,3 +45,17 @@ def test_difference_claims_only_separated_intervals():
     assert difference(close, full) == "-5.0 (intervals overlap)"
     assert difference(far, full) == "-75.0 (lower)"
     assert difference(full, far) == "+75.0 (higher)"
+
+
+def test_sign_test_known_values():
+    # 10 disagreements all one way: 2 / 2**10; 6 against 4 is a coin's everyday split.
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert sign_test(0, 10) == pytest.approx(2 / 1024)
+    assert sign_test(6, 4) == pytest.approx(2 * (1 + 10 + 45 + 120 + 210) / 1024)
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(0, 0) == 1.0
+
+
+def test_sign_test_refuses_negative_counts():
+    with pytest.raises(ValueError):
+        sign_test(-1, 3)
