@@ -107,7 +107,9 @@ def _niah(haystack: str, type_k: str, type_v: str, num_k: int = 1, num_v: int = 
                 sentences = [NOISE] * size
             else:  # "needle": the haystack is made of distractor needles
                 sentences = [
-                    NIAH_NEEDLE.format(type_v=type_v + "s", key=random_value(type_k, rng), value=random_value(type_v, rng))
+                    NIAH_NEEDLE.format(
+                        type_v=type_v + "s", key=random_value(type_k, rng), value=random_value(type_v, rng)
+                    )
                     for _ in range(size)
                 ]
             for index, needle in zip(sorted(rng.sample(range(size), len(needles)), reverse=True), needles, strict=True):
@@ -130,9 +132,7 @@ def _niah(haystack: str, type_k: str, type_v: str, num_k: int = 1, num_v: int = 
     return make
 
 
-def _vt_text(
-    num_noises: int, rng: random.Random, var_len: int, hops: int = 4
-) -> tuple[str, str, list[str]]:
+def _vt_text(num_noises: int, rng: random.Random, var_len: int, hops: int = 4) -> tuple[str, str, list[str]]:
     """(question, answer prefix, the chain's variable names) for one chain in `num_noises` noise lines."""
     names: list[str] = []
     while len(names) < hops + 1:
@@ -155,7 +155,9 @@ def _vt(size: int, rng: random.Random, _target: int) -> Sample:
     return Sample(example + example_prefix + " ".join(example_names) + "\n\n" + question, prefix, names)
 
 
-def _cwe_list(words: list[str], common_repeats: int, uncommon_repeats: int, rng: random.Random) -> tuple[str, list[str]]:
+def _cwe_list(
+    words: list[str], common_repeats: int, uncommon_repeats: int, rng: random.Random
+) -> tuple[str, list[str]]:
     common, uncommon = words[:10], words[10:]
     listed = common * common_repeats + uncommon * uncommon_repeats
     rng.shuffle(listed)

@@ -76,8 +76,18 @@ def start(model: str, flags: list[str], log_path: Path, max_model_len: int, time
     """Start `vllm serve MODEL ...` and wait for /health; raises ServerRefused with its error line."""
     port = free_port()
     command = [
-        *vllm_command(), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", SERVED_NAME, "--max-model-len", str(max_model_len), *flags,
+        *vllm_command(),
+        "serve",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        SERVED_NAME,
+        "--max-model-len",
+        str(max_model_len),
+        *flags,
     ]
     env = server_environment(flags)
     log_path.parent.mkdir(parents=True, exist_ok=True)

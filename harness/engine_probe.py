@@ -44,7 +44,10 @@ def blocks_held(llm: Any, req_id: str) -> int:
 def kv_bytes_held(llm: Any, req_id: str) -> int:
     """KV bytes the request holds: comparable across group layouts, unlike block counts."""
     groups = scheduler(llm).kv_cache_config.kv_cache_groups
-    return sum(count * group_block_bytes(group) for count, group in zip(blocks_held_per_group(llm, req_id), groups))
+    return sum(
+        count * group_block_bytes(group)
+        for count, group in zip(blocks_held_per_group(llm, req_id), groups, strict=True)
+    )
 
 
 def layers_per_group(llm: Any) -> list[int]:

@@ -36,7 +36,9 @@ def lint(dockerfile: Path) -> subprocess.CompletedProcess:
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", "\n".join(line for line in dockerfile.read_text().splitlines() if not line.startswith("#")))
+    text = re.sub(
+        r"\\\n\s*", " ", "\n".join(line for line in dockerfile.read_text().splitlines() if not line.startswith("#"))
+    )
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 

@@ -21,7 +21,10 @@ def test_user_flags_override_defaults_in_both_spellings():
 
 def test_banner_names_the_model_the_pruner_and_where_to_connect():
     lines = banner(build_command("/cache/SmolLM2", ["--kv-budget=512", "--port", "8001"]))
-    assert lines[0] == "asl-vllm: model:  SmolLM2-135M-Instruct (embedded) at /cache/SmolLM2, served as 'smollm2-135m-instruct'"
+    assert (
+        lines[0]
+        == "asl-vllm: model:  SmolLM2-135M-Instruct (embedded) at /cache/SmolLM2, served as 'smollm2-135m-instruct'"
+    )
     assert lines[1].startswith("asl-vllm: pruner: --kv-pruner asl --kv-budget 512 (")
     assert lines[2] == (
         "asl-vllm: listen: 127.0.0.1:8001; OpenAI API at http://127.0.0.1:8001/v1, "
@@ -33,4 +36,6 @@ def test_banner_names_the_model_the_pruner_and_where_to_connect():
 def test_banner_on_all_interfaces_gives_a_local_address_to_connect_to():
     lines = banner(build_command("/m", ["--host", "0.0.0.0", "--kv-pruner", "snapkv", "--asl-two-pass"]))
     assert "--kv-pruner snapkv --asl-two-pass (" in lines[1]
-    assert lines[2].startswith("asl-vllm: listen: 0.0.0.0:8000 (all interfaces); OpenAI API at http://127.0.0.1:8000/v1")
+    assert lines[2].startswith(
+        "asl-vllm: listen: 0.0.0.0:8000 (all interfaces); OpenAI API at http://127.0.0.1:8000/v1"
+    )

@@ -107,9 +107,7 @@ class PruningScheduler(SchedulerHooks):
             if request is not None and not request.is_finished():
                 self._pruner_reports[new.req_id] = report
 
-    def finished_request_params(
-        self, request: Any, kv_transfer_params: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The connector's params of a finished request, with its report beside them."""
         self._unpruned_too_long.discard(request.request_id)
         report = self._pruner_reports.pop(request.request_id, None)

@@ -17,7 +17,6 @@ import os
 import torch
 
 from asl_vllm.scoring import dispatch
-from asl_vllm.scoring.kv_layout import DENSE, KVLayout, key_view
 
 
 def triton_runs_on(device: torch.device) -> bool:
@@ -36,26 +35,18 @@ def warm_up_kernels(
     window: int,
     pool_kernel: int,
     obs_layers: int,
-    kv_cache: torch.Tensor | None = None,
-    layout: KVLayout = DENSE,
 ) -> list[str]:
-    """Launch each scoring kernel once with the model's shapes; -> the names of the launches made.
+    """Launch each scoring kernel the engine uses once with the model's shapes; -> the names of the launches.
 
-    Always: the window histogram over a step's dense keys `[T, G, d]` seen as
+    The window histogram over a step's dense keys `[T, G, d]` seen as
     block-size-1 pages (how the engine scores a prefill), pooling + GQA sum and
-    the rank variance. With `kv_cache`, one layer's bound vLLM cache of
-    `layout`: the histogram reading it and the compaction on it too, both in
-    block 0 only, the compaction moving slot 0 of each head onto itself (no
-    data changes). `dtype` is the model's (q and dense k). Nothing runs where
+    the rank variance. `dtype` is the model's (q and dense k). Nothing runs where
     Triton cannot (see `triton_runs_on`): the torch path needs no compile.
     """
-    if kv_cache is not None and layout == DENSE:
-        raise ValueError("a layer's vLLM cache needs its backend's layout (asl_vllm.scoring.kv_layout.layer_layout)")
     if not triton_runs_on(device):
         return []
     window_scores = importlib.import_module("asl_vllm.kernels.window_scores")
     score_reduce = importlib.import_module("asl_vllm.kernels.score_reduce")
-    compaction = importlib.import_module("asl_vllm.kernels.compaction")
     num_tokens = window + 1
     q_win = torch.zeros(1, window, num_heads, head_size, dtype=dtype, device=device)
     seq_lens = torch.tensor([num_tokens], dtype=torch.int32, device=device)
@@ -70,12 +61,4 @@ def warm_up_kernels(
     ranks = torch.ones(1, obs_layers, 1, dtype=torch.long, device=device)
     score_reduce.batch_rank_variance(ranks, [1], [1])
     launched.append("rank variance")
-    if kv_cache is not None:
-        block_size = key_view(kv_cache, layout).shape[1]
-        cache_table = torch.zeros(1, -(-num_tokens // block_size), dtype=torch.int32, device=device)
-        window_scores.paged_window_histogram(q_win, kv_cache, cache_table, seq_lens, scale, layout)
-        launched.append(f"window histogram ({layout.backend} cache)")
-        kept = torch.zeros(num_kv_heads, 1, dtype=torch.int32, device=device)
-        compaction.compact_tail(kv_cache, None, cache_table[0], kept, 1, layout)
-        launched.append(f"compaction ({layout.backend} cache)")
     return launched

@@ -31,9 +31,7 @@ class SchedulerHooks(Scheduler):
         """How many of the `num_new_tokens` vLLM would schedule for `request` now; 0 waits for a later step."""
         raise NotImplementedError
 
-    def finished_request_params(
-        self, request: Any, kv_transfer_params: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The `kv_transfer_params` of a finished request's last output, given what vLLM (a connector) set."""
         raise NotImplementedError
 

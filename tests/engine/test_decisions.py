@@ -77,4 +77,4 @@ def test_a_group_whose_layers_read_different_offsets_is_refused():
         layer_groups=[0, 0, 1, 1, 2, 2],
     )
     with pytest.raises(AssertionError, match="KV cache group 1 mixes KV offsets"):
-        decision.group_offsets
+        _ = decision.group_offsets

@@ -15,7 +15,7 @@ from vllm import SamplingParams
 from vllm.inputs import TokensPrompt
 
 from asl_vllm.kernels import window_scores
-from asl_vllm.scoring import dispatch
+from asl_vllm.scoring import paged
 from asl_vllm.scoring import reference as ref
 from asl_vllm.scoring.kv_layout import key_view, layer_layout
 from tests.engine.helpers import haystack_tokens
@@ -64,7 +64,7 @@ def test_window_scores_from_the_engines_cache(engines, monkeypatch):
 
     keys = key_view(layer.kv_cache, layout)
     assert keys.shape[1:] == (keys.shape[1], seen["key"].shape[1], seen["key"].shape[2])
-    from_cache = dispatch.paged_window_histogram(q_win, layer.kv_cache, seen["block_table"], seq_lens, scale, layout)
+    from_cache = paged.paged_window_histogram(q_win, layer.kv_cache, seen["block_table"], seq_lens, scale, layout)
     torch.testing.assert_close(from_cache[0], expected, atol=1e-5, rtol=1e-5)
     by_kernel = window_scores.paged_window_histogram(
         q_win, layer.kv_cache, seen["block_table"], seq_lens, scale, layout

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import AutoTokenizer
 import vllm.envs as vllm_envs
+from transformers import AutoTokenizer
 from vllm import LLM
 from vllm.inputs import TokensPrompt
 

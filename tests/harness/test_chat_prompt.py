@@ -11,8 +11,14 @@ from harness.text_sources import haystack_text, random_value
 def test_exact_length_needle_inside(tokenizer, haystack, depth):
     value = random_value("uuid", random.Random(0))
     ids = needle_prompt(
-        tokenizer, 1000, haystack_text(haystack, 1000), f"The special magic UUID is: {value}.", depth,
-        "What is the special magic UUID?", "The special magic UUID is", at_sentence=True,
+        tokenizer,
+        1000,
+        haystack_text(haystack, 1000),
+        f"The special magic UUID is: {value}.",
+        depth,
+        "What is the special magic UUID?",
+        "The special magic UUID is",
+        at_sentence=True,
     )
     assert len(ids) == 1000
     text = tokenizer.decode(ids)

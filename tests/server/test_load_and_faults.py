@@ -114,8 +114,9 @@ def answer_shape(url: str, path: str, streamed: bool, body: dict[str, Any]) -> t
         return status, None, {}, str(events[-3:])
     chunks = [event for event in events[:-1] if event["choices"]]
     finish = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"][0]["finish_reason"]]
-    text = "".join(chunk["choices"][0].get("text") or chunk["choices"][0].get("delta", {}).get("content") or ""
-                   for chunk in chunks)
+    text = "".join(
+        chunk["choices"][0].get("text") or chunk["choices"][0].get("delta", {}).get("content") or "" for chunk in chunks
+    )
     usage = next((event["usage"] for event in reversed(events[:-1]) if event.get("usage")), {})
     return 200, finish[-1] if finish else None, usage, text
 
@@ -140,7 +141,7 @@ def test_load_completes_every_request_and_returns_every_block(server, tokenizer)
     finally:
         done.set()
         watcher.join()
-    for (path, streamed, _, prompt_tokens), (status, finish_reason, usage, text) in zip(plan, answers):
+    for (path, streamed, _, prompt_tokens), (status, finish_reason, usage, text) in zip(plan, answers, strict=True):
         where = f"{path} streamed={streamed} prompt_tokens={prompt_tokens}"
         assert status == 200, f"{where}: {text}"
         assert finish_reason == "length", where
@@ -151,7 +152,7 @@ def test_load_completes_every_request_and_returns_every_block(server, tokenizer)
     assert peak_usage[0] > 0.0, "the pool reading never moved: it does not watch the load"
     assert after["vllm:kv_cache_usage_perc"] == 0.0, "blocks leaked"
     assert after["vllm:num_requests_running"] == 0
-    finished = after['vllm:request_success_total'] - before['vllm:request_success_total']
+    finished = after["vllm:request_success_total"] - before["vllm:request_success_total"]
     assert finished == NUM_REQUESTS
     log = log_path.read_text()
     pruned_by = set(re.findall(r"kv-pruner request=\S+ pruner=(\w+)", log))
@@ -226,8 +227,29 @@ NAN, INF = math.nan, math.inf
 TOO_WIDE = (10**30, 2**64, -(2**63) - 1)
 BAD_VALUES = {
     "kv_pruner": ["", " asl", "ASL", "h2o", "none\x00", 0, 1.5, NAN, [], ["asl"], None, {}, {"a": 1}],
-    "kv_budget": ["", "512", "lots", None, False, 0, -1, 31, 1.5, 512.0, NAN, INF, -INF, 1e308, 2**31, 4096,
-                  [], [256], {}, {"a": 1}, *TOO_WIDE],
+    "kv_budget": [
+        "",
+        "512",
+        "lots",
+        None,
+        False,
+        0,
+        -1,
+        31,
+        1.5,
+        512.0,
+        NAN,
+        INF,
+        -INF,
+        1e308,
+        2**31,
+        4096,
+        [],
+        [256],
+        {},
+        {"a": 1},
+        *TOO_WIDE,
+    ],
     "asl_tau": ["", "0.3", None, 0, -0.0, -1, 1.0000001, 2, NAN, INF, -INF, 10**20, [], [0.3], {}, *TOO_WIDE],
     "asl_select_k": ["", "256", None, True, 0, -5, 8, 100, 1.5, NAN, INF, 2**31, 2**63, [], {}, *TOO_WIDE],
     "kv_budget_heads": ["", "SHARED", "both", "per_kv_head", " shared", None, 0, 1.5, NAN, [], ["shared"], {}],
@@ -275,10 +297,16 @@ def test_random_request_fields_never_get_a_server_error(server, xargs):
 
 def test_server_still_serves_after_the_faults(server):
     url, _ = server
-    reply = post(url, "/v1/chat/completions", {
-        "model": MODEL, "messages": [{"role": "user", "content": "Which city is the capital of France?"}],
-        "max_tokens": 8, "temperature": 0,
-    })
+    reply = post(
+        url,
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Which city is the capital of France?"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+    )
     assert reply.status_code == 200, reply.text
     assert "Paris" in reply.json()["choices"][0]["message"]["content"]
     assert wait_until_idle(url)["vllm:kv_cache_usage_perc"] == 0.0

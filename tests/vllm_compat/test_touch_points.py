@@ -64,7 +64,9 @@ def _vllm_names(tree: ast.Module) -> set[str]:
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "vllm":
             names.update(alias.asname or alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names if alias.name.startswith("vllm"))
+            names.update(
+                (alias.asname or alias.name).split(".")[0] for alias in node.names if alias.name.startswith("vllm")
+            )
     return names
 
 
