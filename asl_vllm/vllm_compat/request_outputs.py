@@ -15,7 +15,6 @@ output that has none. Installed with the stream wrappers, by the first
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 from asl_vllm.engine.decisions import REPORT_KEY
@@ -31,19 +30,28 @@ def wrap_request_outputs() -> None:
     original = RequestState.make_request_output
     if is_patched(original):
         return
-    signature = inspect.signature(original)
 
     @marked
     @functools.wraps(original)
-    def make_request_output(self: Any, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)
-        params = bound.arguments.get("kv_transfer_params")
-        if params and REPORT_KEY in params:
-            setattr(self, _STATE_REPORT_ATTR, params[REPORT_KEY])
-        elif bound.arguments["finish_reason"] is not None:
+    def make_request_output(
+        self: Any,
+        new_token_ids: Any,
+        pooling_output: Any,
+        finish_reason: Any,
+        stop_reason: Any,
+        kv_transfer_params: dict[str, Any] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # Called for every output of every request: explicit parameters, no per-call signature binding.
+        if kv_transfer_params and REPORT_KEY in kv_transfer_params:
+            setattr(self, _STATE_REPORT_ATTR, kv_transfer_params[REPORT_KEY])
+        elif finish_reason is not None:
             report = getattr(self, _STATE_REPORT_ATTR, None)
             if report is not None:
-                bound.arguments["kv_transfer_params"] = {**(params or {}), REPORT_KEY: report}
-        return original(*bound.args, **bound.kwargs)
+                kv_transfer_params = {**(kv_transfer_params or {}), REPORT_KEY: report}
+        return original(
+            self, new_token_ids, pooling_output, finish_reason, stop_reason, kv_transfer_params, *args, **kwargs
+        )
 
     RequestState.make_request_output = make_request_output
