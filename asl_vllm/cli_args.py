@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from asl_vllm.config import BUDGET_HEADS, FLAGS, PrunerConfig
+from asl_vllm.config import AUTO_BUDGET, BUDGET_HEADS, DEFAULT_BUDGET_MIN, FLAGS, PrunerConfig
 from asl_vllm.policies.registry import REGISTRY
 
 
@@ -33,6 +33,25 @@ def _tau(text: str) -> float:
     return value
 
 
+def _budget(text: str) -> int | str:
+    if text == AUTO_BUDGET:
+        return text
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or {AUTO_BUDGET!r}, got {text!r}") from None
+
+
+def _usage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a pool usage in [0, 1], got {text}")
+    return value
+
+
 def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the pruner flags to a vLLM parser (idempotent: `--kv-pruner`'s default says they are there)."""
     if parser.get_default("kv_pruner") is not None:
@@ -48,13 +67,23 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=defaults.pruner,
         help="Pruning method. " + " ".join(f"{name}: {cls.summary}" for name, cls in REGISTRY.items()),
     )
+    group.add_argument(
+        "--kv-budget",
+        type=_budget,
+        default=None,
+        help="Tokens kept per layer after prefill (see --kv-budget-heads); blocks beyond it return to the pool. "
+        "auto: chosen per request from the block pool's usage when it is scheduled (none while usage is at most "
+        "--kv-budget-auto-low, --kv-budget-min from --kv-budget-auto-high on, linear between), and running "
+        "requests are shrunk in place, down to --kv-budget-min, before vLLM would preempt one. Default: none "
+        "(layers up to the selection layer keep all).",
+    )
     for option, minimum, default, text in (
         (
-            "--kv-budget",
+            "--kv-budget-min",
             1,
             None,
-            "Tokens kept per layer and KV head after prefill (SnapKV rule); blocks beyond it return to the "
-            "pool. Default: none (layers up to the selection layer keep all).",
+            f"With --kv-budget auto: the smallest budget a request is given or shrunk to (default "
+            f"{DEFAULT_BUDGET_MIN}, at most --asl-select-k).",
         ),
         ("--asl-select-k", 1, defaults.select_k, "Tokens kept (window included) after the selection layer."),
         (
@@ -94,6 +123,19 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=defaults.tau,
         help="Relative rank-variance threshold in (0, 1]; the first layer below it is the selection layer.",
     )
+    for option, default, text in (
+        (
+            "--kv-budget-auto-low",
+            defaults.kv_budget_auto_low,
+            "With --kv-budget auto: pool usage up to which a new request keeps full KV.",
+        ),
+        (
+            "--kv-budget-auto-high",
+            defaults.kv_budget_auto_high,
+            "With --kv-budget auto: pool usage from which a new request gets --kv-budget-min.",
+        ),
+    ):
+        group.add_argument(option, type=_usage, default=None, help=f"{text} Default: {default}.")
     group.add_argument(
         "--kv-budget-heads",
         choices=BUDGET_HEADS,

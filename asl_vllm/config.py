@@ -19,6 +19,10 @@ from asl_vllm.policies.registry import PRUNERS, pruner_class, with_capability
 BudgetHeads = Literal["shared", "per-kv-head"]
 # --kv-budget-heads: one kept token set per layer for all KV heads, or one per KV head (SnapKV).
 BUDGET_HEADS: tuple[str, ...] = ("shared", "per-kv-head")
+# --kv-budget auto: each request's budget is chosen from the block pool's usage when it is scheduled.
+AUTO_BUDGET = "auto"
+# --kv-budget-min when not given: the floor of auto budgets and of compression.
+DEFAULT_BUDGET_MIN = 1024
 ADDITIONAL_CONFIG_KEY = "kv_pruner"
 
 # Reference depths of the paper (32-layer Llama-3.1-8B); scaled to other depths.
@@ -55,7 +59,11 @@ class PrunerConfig:
     """Every knob of every pruner. Field name -> CLI flag is in `FLAGS`."""
 
     pruner: str = "none"
-    kv_budget: int | None = None
+    # Tokens per layer, AUTO_BUDGET (chosen per request from pool usage, `asl_vllm.pressure`) or None.
+    kv_budget: int | Literal["auto"] | None = None
+    kv_budget_min: int | None = None
+    kv_budget_auto_low: float = 0.5
+    kv_budget_auto_high: float = 0.9
     select_k: int = 2048
     tau: float = 0.3
     min_layer: int | None = None
@@ -96,18 +104,13 @@ class PrunerConfig:
             raise PrunerConfigError(
                 flag("window"), f"window ({self.window}) must not exceed --asl-select-k ({self.select_k})"
             )
-        if self.kv_budget is not None:
-            _check_int(self.kv_budget, "kv_budget", minimum=1)
-            if self.kv_budget < self.window:
-                raise PrunerConfigError(
-                    flag("kv_budget"), f"budget ({self.kv_budget}) must be at least --asl-window ({self.window})"
-                )
-            if self.method.selects and self.kv_budget > self.select_k:
-                raise PrunerConfigError(
-                    flag("kv_budget"),
-                    f"budget ({self.kv_budget}) must not exceed --asl-select-k ({self.select_k}): "
-                    "layers after the selection layer hold only the selected tokens",
-                )
+        if self.kv_budget == AUTO_BUDGET:
+            self._validate_auto()
+        elif self.kv_budget is not None:
+            self._check_budget(self.kv_budget, "kv_budget")
+        for name in ("kv_budget_min", "kv_budget_auto_low", "kv_budget_auto_high"):
+            if self.kv_budget != AUTO_BUDGET and getattr(self, name) != _DEFAULTS[name]:
+                raise PrunerConfigError(flag(name), "applies only with --kv-budget auto")
         if self.min_layer is not None:
             _check_int(self.min_layer, "min_layer", minimum=self.obs_layers - 1)
         if self.layer_groups is not None:
@@ -133,6 +136,43 @@ class PrunerConfig:
             if changed:
                 raise PrunerConfigError(flag(changed[0]), "has no effect without --kv-pruner")
         return self
+
+    def _check_budget(self, budget: object, field: str) -> None:
+        _check_int(budget, field, minimum=1)
+        if budget < self.window:
+            raise PrunerConfigError(flag(field), f"budget ({budget}) must be at least --asl-window ({self.window})")
+        if self.method.selects and budget > self.select_k:
+            raise PrunerConfigError(
+                flag(field),
+                f"budget ({budget}) must not exceed --asl-select-k ({self.select_k}): "
+                "layers after the selection layer hold only the selected tokens",
+            )
+
+    def _validate_auto(self) -> None:
+        if not self.method.uniform_budget:
+            raise PrunerConfigError(
+                flag("kv_budget"), f"auto needs a pruner whose budget every layer keeps alike, not {self.pruner}"
+            )
+        self._check_budget(self.budget_min, "kv_budget_min")
+        low, high = self.kv_budget_auto_low, self.kv_budget_auto_high
+        for name, value in (("kv_budget_auto_low", low), ("kv_budget_auto_high", high)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise PrunerConfigError(flag(name), f"must be a pool usage in [0, 1], got {value!r}")
+        if low >= high:
+            raise PrunerConfigError(flag("kv_budget_auto_low"), f"({low}) must be below --kv-budget-auto-high ({high})")
+
+    @property
+    def budget_auto(self) -> bool:
+        return self.kv_budget == AUTO_BUDGET
+
+    @property
+    def budget_min(self) -> int:
+        """The floor of auto budgets and of compression."""
+        return min(DEFAULT_BUDGET_MIN, self.select_k) if self.kv_budget_min is None else self.kv_budget_min
+
+    def with_budget(self, budget: int | None) -> PrunerConfig:
+        """This config with a concrete budget (an auto budget once chosen)."""
+        return dataclasses.replace(self, kv_budget=budget)
 
     def resolve(self, num_layers: int, architectures: list[str] | None = None) -> PrunerConfig:
         """Fill model-dependent defaults and check layer indices against the depth."""
@@ -182,7 +222,7 @@ class PrunerConfig:
     @property
     def one_group_default(self) -> bool:
         """Whether the default is one KV cache group: a budget every layer keeps alike frees as much with one."""
-        return self.kv_budget is not None and self.method.uniform_budget
+        return self.kv_budget not in (None, AUTO_BUDGET) and self.method.uniform_budget
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -204,6 +244,9 @@ class PrunerConfig:
 FLAGS: dict[str, str] = {
     "pruner": "--kv-pruner",
     "kv_budget": "--kv-budget",
+    "kv_budget_min": "--kv-budget-min",
+    "kv_budget_auto_low": "--kv-budget-auto-low",
+    "kv_budget_auto_high": "--kv-budget-auto-high",
     "select_k": "--asl-select-k",
     "tau": "--asl-tau",
     "min_layer": "--asl-min-layer",
@@ -215,6 +258,9 @@ FLAGS: dict[str, str] = {
     "layer_groups": "--kv-layer-groups",
     "budget_heads": "--kv-budget-heads",
 }
+
+
+_DEFAULTS = {item.name: item.default for item in dataclasses.fields(PrunerConfig)}
 
 
 def flag(field: str) -> str:

@@ -1,7 +1,8 @@
 """Per-request pruner settings from OpenAI `vllm_xargs` (`SamplingParams.extra_args`).
 
 The server's config is the default and the ceiling: a request may switch its
-pruner (or turn pruning off), tighten tau and select-k, lower the budget and
+pruner (or turn pruning off), tighten tau and select-k, lower the budget (or
+ask for `"auto"` where the server has no fixed budget) and
 switch ASL's two-pass re-run on or off. A request that switches to another
 pruner gets that pruner's default fixed layer, and no two-pass unless it asks.
 Errors name the request field, so the frontend can answer HTTP 400 with it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import AUTO_BUDGET, FLAGS, PrunerConfig, PrunerConfigError
 from asl_vllm.policies.registry import has_capability
 
 # vllm_xargs key -> PrunerConfig field.
@@ -26,6 +27,10 @@ REQUEST_KEYS = {
 }
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
+# The settings of --kv-budget auto, as a config without it has them.
+AUTO_DEFAULTS = {
+    name: getattr(PrunerConfig(), name) for name in ("kv_budget_min", "kv_budget_auto_low", "kv_budget_auto_high")
+}
 
 
 def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> PrunerConfig:
@@ -48,6 +53,9 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
         merged["fixed_layer"] = None
     if not has_capability(pruner, "two_pass_option") and "two_pass" not in changes:
         merged["two_pass"] = False
+    if merged["kv_budget"] != AUTO_BUDGET:
+        # A request fixing its own budget on a --kv-budget auto server leaves the auto settings behind.
+        merged.update({name: AUTO_DEFAULTS[name] for name in AUTO_DEFAULTS})
     try:
         config = PrunerConfig(**merged).validate()
     except PrunerConfigError as error:
@@ -56,8 +64,11 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
         if key is None or REQUEST_KEYS[key] not in changes:
             key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, str(error).split(": ", 1)[-1]) from None
-    if server.kv_budget is not None and config.kv_budget > server.kv_budget:
-        raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
+    if isinstance(server.kv_budget, int):
+        if config.budget_auto:
+            raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
+        if config.kv_budget > server.kv_budget:
+            raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
     return config
 
 
@@ -94,6 +105,9 @@ def prefill_prune_config(
         return None
     if not config.enabled or num_tokens <= config.window:
         return None
+    if config.budget_auto:
+        # Scored even when its chosen budget keeps every token: the scores let the scheduler shrink it later.
+        return config
     keep = config.select_k if config.method.selects else num_tokens
     if config.kv_budget is not None:
         keep = min(keep, config.kv_budget)

@@ -23,6 +23,7 @@ class Stream:
     ttft_s: float
     tpot_s: float | None
     output_tokens: int
+    text: str
 
 
 @dataclass
@@ -71,6 +72,7 @@ async def stream_one(session: Any, url: str, prompt: list[int], max_tokens: int,
         body["vllm_xargs"] = xargs
     began = time.perf_counter()
     token_times: list[float] = []
+    pieces: list[str] = []
     tokens = 0
     async with session.post(f"{url}/v1/completions", json=body) as response:
         if response.status != 200:
@@ -82,12 +84,13 @@ async def stream_one(session: Any, url: str, prompt: list[int], max_tokens: int,
             chunk = json.loads(line[6:])
             if chunk.get("choices") and chunk["choices"][0].get("text"):
                 token_times.append(time.perf_counter())
+                pieces.append(chunk["choices"][0]["text"])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     if not token_times:
         raise RuntimeError("the stream carried no token")
     tpot = (token_times[-1] - token_times[0]) / (tokens - 1) if len(token_times) > 1 and tokens > 1 else None
-    return Stream(token_times[0] - began, tpot, tokens or len(token_times))
+    return Stream(token_times[0] - began, tpot, tokens or len(token_times), "".join(pieces))
 
 
 async def _gather(

@@ -41,6 +41,9 @@ def test_serve_help_lists_the_pruner_flags():
         "--asl-two-pass",
         "--kv-layer-groups",
         "--kv-budget-heads",
+        "--kv-budget-min",
+        "--kv-budget-auto-low",
+        "--kv-budget-auto-high",
     ):
         assert flag in result.stdout
     assert "{none,asl,fastkv,gemfilter,snapkv,pyramidkv}" in result.stdout
@@ -115,7 +118,10 @@ HUGE = str(10**26)
 @pytest.mark.parametrize(
     ("option", "values"),
     [
-        ("--kv-budget", [*BAD_INTEGERS, "0", "31", HUGE]),
+        ("--kv-budget", [*BAD_INTEGERS, "0", "31", HUGE, "AUTO", "auto1"]),
+        ("--kv-budget-min", [*BAD_INTEGERS, "0", "31", HUGE, "auto"]),
+        ("--kv-budget-auto-low", ["", "abc", "nan", "-1", "1.1", "inf"]),
+        ("--kv-budget-auto-high", ["", "abc", "nan", "-1", "1.1", "inf"]),
         ("--asl-select-k", [*BAD_INTEGERS, "0", "31", HUGE]),
         ("--asl-window", [*BAD_INTEGERS, "0", "4096", HUGE]),
         ("--asl-kernel", [*BAD_INTEGERS, "0", "4", "1025", HUGE]),

@@ -34,6 +34,16 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
         ({"pruner": "h2o"}, "--kv-pruner"),
         ({"pruner": "asl", "layer_groups": 0}, "--kv-layer-groups"),
         ({"pruner": "none", "layer_groups": 2}, "--kv-layer-groups"),
+        ({"pruner": "asl", "kv_budget": "AUTO"}, "--kv-budget"),
+        ({"pruner": "pyramidkv", "kv_budget": "auto"}, "--kv-budget"),
+        ({"pruner": "asl", "kv_budget_min": 512}, "--kv-budget-min"),
+        ({"pruner": "asl", "kv_budget": 1024, "kv_budget_auto_low": 0.2}, "--kv-budget-auto-low"),
+        ({"pruner": "asl", "kv_budget": "auto", "kv_budget_min": 16}, "--kv-budget-min"),
+        ({"pruner": "asl", "kv_budget": "auto", "kv_budget_min": 4096}, "--kv-budget-min"),
+        ({"pruner": "asl", "kv_budget": "auto", "kv_budget_auto_low": 0.9}, "--kv-budget-auto-low"),
+        ({"pruner": "asl", "kv_budget": "auto", "kv_budget_auto_high": 1.5}, "--kv-budget-auto-high"),
+        ({"pruner": "asl", "kv_budget": "auto", "kv_budget_auto_low": True}, "--kv-budget-auto-low"),
+        ({"pruner": "none", "kv_budget": "auto"}, "--kv-budget"),
     ],
 )
 def test_invalid_settings_name_their_flag(settings, flag):
@@ -125,3 +135,12 @@ def test_too_many_observed_layers_blame_obs_layers():
         PrunerConfig.from_dict({"pruner": "asl", "obs_layers": 29}).resolve(30)
     assert error.value.flag == "--asl-obs-layers"
     assert PrunerConfig.from_dict({"pruner": "asl", "obs_layers": 28}).resolve(30).min_layer == 27
+
+
+def test_auto_budget_settings_and_their_defaults():
+    auto = PrunerConfig.from_dict({"pruner": "snapkv", "kv_budget": "auto"}).resolve(30)
+    assert auto.budget_auto and auto.budget_min == 1024
+    assert (auto.kv_budget_auto_low, auto.kv_budget_auto_high) == (0.5, 0.9)
+    assert auto.layer_groups == 10  # budgets differ per request: groups free what the selection prunes
+    assert PrunerConfig.from_dict({"pruner": "asl", "kv_budget": "auto", "select_k": 512}).budget_min == 512
+    assert auto.with_budget(2048).kv_budget == 2048 and not auto.with_budget(None).budget_auto

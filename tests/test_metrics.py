@@ -69,3 +69,34 @@ def test_an_unscored_report_counts_as_not_pruned_under_its_own_pruner(metrics):
     assert not value(registry, "vllm:kv_pruner_selection_layer_count", **none)
     assert not value(registry, "vllm:kv_pruner_scoring_seconds_count", **none)
     assert value(registry, "vllm:kv_pruner_requests_total", pruned="false", pruner="asl") == 0
+
+
+def test_auto_budget_requests_are_counted_by_whether_their_budget_limited_them(metrics):
+    pruner_metrics, registry = metrics
+    full = PruneDecision(req_id="r3", pruner="asl", num_prompt_tokens=900, layer_offsets=[0] * 30, budget_auto=True)
+    limited = PruneDecision(
+        req_id="r4", pruner="asl", num_prompt_tokens=6000, layer_offsets=[4864] * 30, kv_budget=1100, budget_auto=True
+    )
+    for report in (full.report(), limited.report(), PRUNED):
+        pruner_metrics.observe(report)
+    asl = {"pruner": "asl"}
+    assert value(registry, "vllm:kv_pruner_auto_budget_requests_total", budget="full", **asl) == 1
+    assert value(registry, "vllm:kv_pruner_auto_budget_requests_total", budget="limited", **asl) == 1
+    assert value(registry, "vllm:kv_pruner_auto_budget_tokens_bucket", le="1024.0", **asl) == 0
+    assert value(registry, "vllm:kv_pruner_auto_budget_tokens_bucket", le="2048.0", **asl) == 1
+
+
+def test_shrinks_and_avoided_preemptions_are_counted_from_the_last_report(metrics):
+    pruner_metrics, registry = metrics
+    shrunk = {
+        **PRUNED,
+        "shrinks": [{"kept_tokens": 3056, "freed_blocks": 23}, {"kept_tokens": 1648, "freed_blocks": 11}],
+    }
+    rescued = {**PRUNED, "preemptions_avoided": 2}
+    for report in (shrunk, rescued, PRUNED):
+        pruner_metrics.observe_finished(report)
+    asl = {"pruner": "asl"}
+    assert value(registry, "vllm:kv_pruner_shrinks_total", **asl) == 2
+    assert value(registry, "vllm:kv_pruner_shrink_freed_blocks_total", **asl) == 34
+    assert value(registry, "vllm:kv_pruner_preemptions_avoided_total", **asl) == 2
+    assert value(registry, "vllm:kv_pruner_requests_total", pruned="true", **asl) == 0  # counted at the first report

@@ -120,3 +120,27 @@ def test_a_pruner_that_is_not_a_name_is_refused_naming_the_field(value):
     server = PrunerConfig(pruner="asl").validate()
     with pytest.raises(PrunerConfigError, match=r"^kv_pruner: unknown pruner"):
         request_config(server, {"kv_pruner": value})
+
+
+def test_auto_budget_per_request_where_the_server_has_no_fixed_budget():
+    unbudgeted = PrunerConfig(pruner="asl").resolve(30)
+    auto = request_config(unbudgeted, {"kv_budget": "auto"})
+    assert auto.budget_auto and auto.budget_min == 1024
+    with pytest.raises(PrunerConfigError, match="may not lift the server's --kv-budget") as error:
+        request_config(SERVER, {"kv_budget": "auto"})
+    assert error.value.flag == "kv_budget"
+
+
+def test_a_request_may_fix_its_own_budget_on_an_auto_server():
+    auto_server = PrunerConfig(pruner="asl", kv_budget="auto", kv_budget_min=512, kv_budget_auto_low=0.2).resolve(30)
+    fixed = request_config(auto_server, {"kv_budget": 800})
+    assert fixed.kv_budget == 800 and not fixed.budget_auto and fixed.kv_budget_min is None
+    with pytest.raises(PrunerConfigError, match="may not lift"):
+        request_config(auto_server, {"kv_budget": None})
+
+
+def test_an_auto_prefill_is_scored_even_when_its_budget_may_keep_every_token():
+    auto_server = PrunerConfig(pruner="asl", kv_budget="auto").resolve(30)
+    params = SamplingParams(max_tokens=1)
+    assert prefill_prune_config(auto_server, params, 900, 30) == auto_server
+    assert prefill_prune_config(auto_server, params, 32, 30) is None  # nothing past the window

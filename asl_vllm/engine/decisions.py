@@ -40,6 +40,11 @@ class PruneDecision:
     freed_blocks: int | None = None
     freed_blocks_per_group: list[int] = field(default_factory=list)
     freed_kv_bytes: int = 0
+    # The budget the prefill kept (None: none); with --kv-budget auto, as the scheduler chose it.
+    kv_budget: int | None = None
+    budget_auto: bool = False
+    # Auto budget: the block pool's usage it was chosen at (set by the scheduler).
+    pool_usage: float | None = None
 
     @property
     def pruned(self) -> bool:
@@ -84,6 +89,12 @@ class PruneDecision:
             "kept_tokens": self.kept_tokens_mean(),
             "freed_blocks": self.freed_blocks or 0,
             "scoring_seconds": round(self.scoring_seconds, 6) if self.scored else None,
+            "kv_budget": self.kv_budget,
+            "kv_budget_auto": self.budget_auto,
+            "pool_usage": None if self.pool_usage is None else round(self.pool_usage, 4),
+            # Filled in by the scheduler while the request runs (`PruningScheduler`), reported on its last output.
+            "shrinks": [],
+            "preemptions_avoided": 0,
         }
 
     def to_dict(self) -> dict[str, object]:
@@ -103,6 +114,9 @@ class PruneDecision:
             "freed_blocks": self.freed_blocks,
             "freed_blocks_per_group": list(self.freed_blocks_per_group),
             "freed_kv_bytes": self.freed_kv_bytes,
+            "kv_budget": self.kv_budget,
+            "budget_auto": self.budget_auto,
+            "pool_usage": self.pool_usage,
         }
 
     def log(self) -> None:
@@ -111,7 +125,7 @@ class PruneDecision:
         logger.info(
             "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s selected_tokens=%s "
             "kept_tokens=%d kept_tokens_per_layer=%s position_offset=%d freed_blocks=%d "
-            "freed_blocks_per_group=%s freed_kv_bytes=%d scoring_ms=%.1f",
+            "freed_blocks_per_group=%s freed_kv_bytes=%d kv_budget=%s%s scoring_ms=%.1f",
             self.req_id,
             self.method,
             self.num_prompt_tokens,
@@ -123,5 +137,7 @@ class PruneDecision:
             self.freed_blocks or 0,
             "/".join(map(str, self.freed_blocks_per_group)) or "0",
             self.freed_kv_bytes,
+            "none" if self.kv_budget is None else self.kv_budget,
+            f" (auto at pool usage {self.pool_usage:.2f})" if self.budget_auto and self.pool_usage is not None else "",
             self.scoring_seconds * 1000,
         )

@@ -37,7 +37,9 @@ from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
+from asl_vllm.engine.pressure_plan import step_plan
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
+from asl_vllm.engine.shrinking import Shrinker
 from asl_vllm.request_config import prefill_prune_config
 from asl_vllm.scoring.head_shards import tensor_parallel_shards
 from asl_vllm.scoring.kv_layout import check_backend
@@ -110,6 +112,9 @@ class PruningRunnerMixin(RunnerHooks):
             fused_kernels=self.compilation_config.mode != CompilationMode.NONE,
             shards=tensor_parallel_shards(self.model_config.get_total_num_kv_heads()),
         )
+        self.shrinker = Shrinker(stack, layer_groups, self.kv_offsets.block_size, config.window)
+        # Auto budgets the scheduler chose for prefills of this step (`asl_vllm.engine.pressure_plan`).
+        self._auto_budgets: dict[str, int | None] = {}
         # Compile the scoring kernels now, not during the first pruned request.
         warm_up_kernels(
             self.device,
@@ -145,8 +150,22 @@ class PruningRunnerMixin(RunnerHooks):
     def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
         return self.attn_groups[group][0].build_unshifted(common)
 
+    def step_scheduled(self, scheduler_output: Any) -> None:
+        """Take the step's auto budgets, and shrink the requests the scheduler shrank before anything runs."""
+        budgets, shrinks = step_plan(scheduler_output)
+        self._auto_budgets.update(budgets)
+        for req_id, first_slot in shrinks.items():
+            block_ids = self.requests[req_id].block_ids
+            rows = [torch.tensor(ids, dtype=torch.int32, device=self.device) for ids in block_ids]
+            offsets = self.shrinker.shrink(req_id, first_slot, rows)
+            previous = self.kv_offsets.requests.get(req_id)
+            self.kv_offsets.add(req_id, PrunedKV(tuple(offsets), previous.position_offset if previous else 0))
+
     def requests_leaving(self, req_ids: list[str]) -> None:
         self.kv_offsets.discard(req_ids)
+        self.shrinker.discard(req_ids)
+        for req_id in req_ids:
+            self._auto_budgets.pop(req_id, None)
 
     def batch_updated(self, req_ids: list[str | None]) -> None:
         self.kv_offsets.refresh(req_ids)
@@ -176,8 +195,12 @@ class PruningRunnerMixin(RunnerHooks):
             )
             for group in range(len(self.kv_cache_config.kv_cache_groups))
         ]
-        hidden, decisions = self.pruning_step.run(steps, input_ids, positions, inputs_embeds, tables)
+        hidden, decisions, kept_scores = self.pruning_step.run(steps, input_ids, positions, inputs_embeds, tables)
         for decision in decisions:
+            if decision.req_id in kept_scores:
+                self.shrinker.track(
+                    decision.req_id, decision.num_prompt_tokens, decision.layer_offsets, kept_scores[decision.req_id]
+                )
             if decision.pruned:
                 self.kv_offsets.add(decision.req_id, PrunedKV(tuple(decision.group_offsets), decision.position_offset))
             self.pruner_decisions.append(decision)
@@ -204,6 +227,9 @@ class PruningRunnerMixin(RunnerHooks):
             state = self.requests[req_id]
             if computed[index] == 0 and num_rows == state.num_tokens:
                 prune_config = prefill_prune_config(self.pruner_config, state.sampling_params, seq_len, num_layers)
+            keeps_scores = prune_config is not None and prune_config.budget_auto
+            if keeps_scores:
+                prune_config = prune_config.with_budget(self._auto_budgets.pop(req_id, None))
             pruned = self.kv_offsets.requests.get(req_id)
             any_pruning |= prune_config is not None
             steps.append(
@@ -214,6 +240,7 @@ class PruningRunnerMixin(RunnerHooks):
                     seq_len,
                     prune_config,
                     None if pruned is None else pruned.group_offsets,
+                    keeps_scores,
                 )
             )
         return steps if any_pruning else None

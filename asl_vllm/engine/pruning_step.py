@@ -74,6 +74,9 @@ class RequestStep:
     prune_config: PrunerConfig | None = None
     # Set for a request pruned at an earlier prefill: first kept slot per KV cache group.
     group_offsets: Sequence[int] | None = None
+    # An auto-budget prefill (`prune_config` holds its chosen budget): every layer's scores of the tokens it
+    # keeps are kept too, so that the request can be shrunk in place later (`asl_vllm.engine.shrinking`).
+    keeps_scores: bool = False
 
 
 class LiveRequest:
@@ -113,7 +116,11 @@ class LiveRequest:
                 two_pass=config.two_pass,
                 layer_offsets=[0] * len(layer_groups),
                 layer_groups=list(layer_groups),
+                kv_budget=config.kv_budget,
+                budget_auto=step.keeps_scores,
             )
+        # Per layer, [1 or G, kept past tokens]: the scores of the past tokens the layer keeps, in slot order.
+        self.kept_scores: list[torch.Tensor | None] | None = [None] * len(layer_groups) if step.keeps_scores else None
 
     @property
     def count(self) -> int:
@@ -121,6 +128,9 @@ class LiveRequest:
 
     def wants_selection(self, layer: int) -> bool:
         return self.decision is not None and self.pending is None and self.policy.wants_scores(layer)
+
+    def keeps_scores(self) -> bool:
+        return self.kept_scores is not None
 
     def wants_budget(self, layer: int) -> bool:
         return self.decision is not None and self.budget_keeps is not None and self.budget_keeps[layer] < self.count
@@ -143,6 +153,8 @@ class LiveRequest:
         rerun.keep(torch.arange(len(self.rerun_rows)))
         rerun.rerun_rows = None
         rerun.policy = Pruner(self.config)  # the base rule never selects
+        if self.kept_scores is not None:
+            self.kept_scores[:] = [None] * len(self.kept_scores)  # the re-run's layers hold other tokens
         self.decision.position_offset = rerun.kv_offset
         return rerun
 
@@ -191,8 +203,9 @@ class PruningStep:
         positions: torch.Tensor,
         inputs_embeds: torch.Tensor | None,
         tables: Sequence[StepTables],
-    ) -> tuple[torch.Tensor, list[PruneDecision]]:
-        """`tables[g]`: the step's block table of KV cache group g."""
+    ) -> tuple[torch.Tensor, list[PruneDecision], dict[str, list[torch.Tensor]]]:
+        """`tables[g]`: the step's block table of KV cache group g. Returns the final hidden states, the
+        decisions and, per auto-budget request, its layers' kept scores (see `LiveRequest.kept_scores`)."""
         self.steps_run += 1
         context = LayerContexts()
         # Every row's slot in each layer's group, kept before the loop replaces the mapping per layer.
@@ -213,7 +226,8 @@ class PruningStep:
             reruns = [live.for_rerun() for live in lives if live.rerun_rows is not None]
             if reruns:
                 self._rerun(context, reruns, input_ids, embeddings, tables, full_slots, full)
-        return full, [live.decision for live in pruning]
+        kept_scores = {live.step.req_id: live.kept_scores for live in pruning if live.keeps_scores()}
+        return full, [live.decision for live in pruning], kept_scores
 
     def _run_layers(
         self,
@@ -291,7 +305,7 @@ class PruningStep:
         scored = [
             index
             for index, live in enumerate(lives)
-            if live.wants_selection(layer_index) or live.wants_budget(layer_index)
+            if live.wants_selection(layer_index) or live.wants_budget(layer_index) or live.keeps_scores()
         ]
         if scored:
             began = time.perf_counter()
@@ -309,6 +323,7 @@ class PruningStep:
             row_of = {index: row for row, index in enumerate(scored)}
             self._select(layer_index, lives, scores, row_of)
             self._keep_budget(layer_index, lives, scores, row_of, key, value, starts, full_slots)
+            self._keep_scores(layer_index, lives, scores, row_of)
             elapsed = time.perf_counter() - began
             for index in scored:
                 lives[index].decision.scoring_seconds += elapsed
@@ -370,13 +385,18 @@ class PruningStep:
             if not live.wants_budget(layer_index):
                 continue
             count, keep = live.count, live.budget_keeps[layer_index]
+            shared = live.config.budget_heads == "shared"
+            ranked = scores.budget_scores(row, shared=shared)
             kept = budget_select(
-                scores.budget_scores(row, shared=live.config.budget_heads == "shared"),
+                ranked,
                 count,
                 keep,
                 live.config.window,
                 stack.num_kv_heads,
             )
+            if live.keeps_scores():
+                past = kept[: 1 if shared else kept.shape[0], : keep - live.config.window]
+                live.kept_scores[layer_index] = ranked.view(-1, ranked.shape[-1]).gather(1, past.to(ranked.device))
             start = starts[index]
             kept_keys.append(gather_per_head(keys[start : start + count], kept))
             kept_values.append(gather_per_head(values[start : start + count], kept))
@@ -385,6 +405,16 @@ class PruningStep:
             live.decision.layer_offsets[layer_index] = live.step.seq_len - keep
         if slots:
             write_tokens(stack.attentions[layer_index], torch.cat(kept_keys), torch.cat(kept_values), torch.cat(slots))
+
+    def _keep_scores(
+        self, layer_index: int, lives: list[LiveRequest], scores: StepScores, row_of: dict[int, int]
+    ) -> None:
+        """An auto-budget request that keeps all its rows in this layer keeps all their scores."""
+        for index, row in row_of.items():
+            live = lives[index]
+            if live.keeps_scores() and live.kept_scores[layer_index] is None:
+                ranked = scores.budget_scores(row, shared=live.config.budget_heads == "shared")
+                live.kept_scores[layer_index] = ranked.view(-1, ranked.shape[-1]).clone()
 
     def _propagate(
         self,

@@ -13,6 +13,15 @@ the step's `ModelRunnerOutput` (`asl_vllm.engine.decision_channel`). Each group'
 offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
 `remove_skipped_blocks`.
 
+With `--kv-budget auto` (`asl_vllm.pressure`), the budget of a prefill is
+chosen from the pool's usage once the step that schedules it has allocated its
+blocks, and travels to the worker on that step's output
+(`asl_vllm.engine.pressure_plan`). When a running request cannot get its next
+block, running auto-budget requests are shrunk in place (`make_room`, the one
+holding the most blocks first) before vLLM preempts anything: the scheduler
+frees their head blocks at once, and the worker moves the kept tokens before
+the step's forward (`asl_vllm.engine.shrinking`).
+
 Each request's decision report (`PruneDecision.report`) rides on its first and
 its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
 per-request field vLLM 0.32 carries from the engine to the API server and into
@@ -23,6 +32,7 @@ never in their place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from asl_vllm.config import from_vllm_config
@@ -30,10 +40,25 @@ from asl_vllm.engine import head_manager
 from asl_vllm.engine.decision_channel import step_decisions
 from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
+from asl_vllm.engine.pressure_plan import with_plan
 from asl_vllm.log import logger
-from asl_vllm.request_config import prefill_prune_config, requested_pruner
+from asl_vllm.pressure import auto_budget, shrunk_keep
+from asl_vllm.request_config import prefill_prune_config, request_config, requested_pruner
 from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 from asl_vllm.vllm_compat.scheduler import SchedulerHooks
+
+
+@dataclass
+class ShrinkState:
+    """A running auto-budget request as the scheduler sees it: what it keeps and how far it may shrink."""
+
+    num_prompt_tokens: int
+    group_offsets: list[int]
+    floor: int
+
+    @property
+    def kept(self) -> int:
+        return self.num_prompt_tokens - min(self.group_offsets)
 
 
 class PruningScheduler(SchedulerHooks):
@@ -47,6 +72,87 @@ class PruningScheduler(SchedulerHooks):
         self._unpruned_too_long: set[str] = set()
         # Report of each unfinished request, for its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
+        # Auto budgets: the pool usage each was chosen at, until the prefill's decision arrives.
+        self._auto_usage: dict[str, float] = {}
+        self._shrinkable: dict[str, ShrinkState] = {}
+        # Shrinks made since the last step was scheduled (while scheduling this one), for the worker.
+        self._step_shrinks: dict[str, int] = {}
+        # Per request: its shrinks and the preemptions avoided for it, added to its last report.
+        self._pressure_events: dict[str, dict[str, Any]] = {}
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().schedule(*args, **kwargs)
+        budgets = self._choose_auto_budgets(output)
+        shrinks, self._step_shrinks = self._step_shrinks, {}
+        return with_plan(output, budgets, shrinks)
+
+    def _choose_auto_budgets(self, output: Any) -> dict[str, int | None]:
+        """The budget of each auto-budget prefill this step starts, from the pool usage after its allocations."""
+        budgets: dict[str, int | None] = {}
+        usage = None
+        for req_id, num_scheduled in output.num_scheduled_tokens.items():
+            request = self.requests.get(req_id)
+            if request is None or request.num_computed_tokens != num_scheduled:
+                continue  # not a prefill starting now
+            config = prefill_prune_config(
+                self.pruner_config, request.sampling_params, request.num_tokens, self.pruner_num_layers
+            )
+            if config is None or not config.budget_auto:
+                continue
+            if usage is None:
+                usage = self.kv_cache_manager.usage
+            budget = auto_budget(
+                usage, request.num_tokens, config.budget_min, config.kv_budget_auto_low, config.kv_budget_auto_high
+            )
+            if budget is not None and config.method.selects:
+                budget = min(budget, config.select_k)
+            budgets[req_id] = budget
+            self._auto_usage[req_id] = usage
+        return budgets
+
+    def make_room(self, request: Any) -> bool:
+        """Shrink the running auto-budget request that holds the most prompt blocks to half its kept tokens."""
+        managers = group_managers(self.kv_cache_manager)
+        block_size = managers[0].block_size
+        candidates = []
+        for running in self.running:
+            state = self._shrinkable.get(running.request_id)
+            if state is None or running.num_computed_tokens < state.num_prompt_tokens:
+                continue
+            keep = shrunk_keep(state.kept, state.num_prompt_tokens, state.floor, block_size)
+            if keep is not None:
+                candidates.append((state.kept, running.request_id, keep))
+        if not candidates:
+            return False
+        kept, req_id, keep = max(candidates)
+        state = self._shrinkable[req_id]
+        first_slot = state.num_prompt_tokens - keep
+        freed = 0
+        for group, (manager, offset) in enumerate(zip(managers, state.group_offsets, strict=True)):
+            if offset >= first_slot:
+                continue
+            before = manager.block_pool.get_num_free_blocks()
+            manager.skip_head(req_id, first_slot)
+            manager.free_blocks(req_id, 0, first_slot // block_size)
+            freed += manager.block_pool.get_num_free_blocks() - before
+            state.group_offsets[group] = first_slot
+        self._step_shrinks[req_id] = first_slot
+        events = self._pressure_events.setdefault(req_id, {"shrinks": [], "preemptions_avoided": 0})
+        events["shrinks"].append({"kept_tokens": keep, "freed_blocks": freed})
+        logger.info(
+            "asl-vllm: shrank request %s from %d to %d kept prompt tokens (freed %d blocks) so that request %s "
+            "gets its next block without a preemption",
+            req_id,
+            kept,
+            keep,
+            freed,
+            request.request_id,
+        )
+        return True
+
+    def room_made(self, request: Any) -> None:
+        events = self._pressure_events.setdefault(request.request_id, {"shrinks": [], "preemptions_avoided": 0})
+        events["preemptions_avoided"] += 1
 
     def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
         """0 (wait for a later step) when this would split a prefill that is to be pruned."""
@@ -77,8 +183,15 @@ class PruningScheduler(SchedulerHooks):
         decisions = {decision.req_id: decision for decision in step_decisions(model_runner_output)}
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
+            if decision.budget_auto:
+                decision.pool_usage = self._auto_usage.pop(decision.req_id, None)
             if request is not None and not request.is_finished():
                 self._free_pruned_head(request, decision)
+                if decision.budget_auto:
+                    config = request_config(self.pruner_config, request.sampling_params.extra_args)
+                    self._shrinkable[decision.req_id] = ShrinkState(
+                        decision.num_prompt_tokens, list(decision.group_offsets), config.budget_min
+                    )
                 if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
                     self._pruner_reports[decision.req_id] = decision.report()
             decision.log()
@@ -110,10 +223,13 @@ class PruningScheduler(SchedulerHooks):
     def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The connector's params of a finished request, with its report beside them."""
         self._unpruned_too_long.discard(request.request_id)
+        self._auto_usage.pop(request.request_id, None)
+        self._shrinkable.pop(request.request_id, None)
+        events = self._pressure_events.pop(request.request_id, {})
         report = self._pruner_reports.pop(request.request_id, None)
         if report is None:
             return kv_transfer_params
-        return {**(kv_transfer_params or {}), REPORT_KEY: report}
+        return {**(kv_transfer_params or {}), REPORT_KEY: {**report, **events}}
 
     def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:
         """Give each KV cache group's manager the request's head offset; it frees those blocks now."""

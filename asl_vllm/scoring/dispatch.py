@@ -14,9 +14,11 @@ from types import ModuleType
 import torch
 
 from asl_vllm.scoring import paged
+from asl_vllm.scoring.kv_layout import KVLayout
 from asl_vllm.scoring.paged import Lengths, batch_ranks, past_lengths
 
 __all__ = [
+    "compact_tail",
     "batch_rank_variance",
     "batch_ranks",
     "paged_window_histogram",
@@ -69,3 +71,14 @@ def pool_and_group(hist: torch.Tensor, lengths: Lengths, kernel: int, num_kv_hea
 def batch_rank_variance(ranks: torch.Tensor, lengths: Lengths, tops: Lengths) -> torch.Tensor:
     """ranks[R, L, M] from `batch_ranks` -> rank variance per request [R] fp64."""
     return _module(ranks, "score_reduce").batch_rank_variance(ranks, lengths, tops)
+
+
+def compact_tail(
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor | None,
+    block_row: torch.Tensor,
+    kept: torch.Tensor,
+    end_slot: int,
+    layout: KVLayout,
+) -> None:
+    _module(k_cache, "compaction").compact_tail(k_cache, v_cache, block_row, kept, end_slot, layout)

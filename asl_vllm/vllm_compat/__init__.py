@@ -29,8 +29,11 @@ the first `create_engine_config` of a pruning engine; each installs once):
 Private methods overridden, each behind a named hook:
 - `scheduler.SchedulerHooks`: `Scheduler._mamba_block_aligned_split` (with the
   attribute `need_mamba_block_aligned_split`) and `Scheduler._free_request`
-  (vllm/v1/core/sched/scheduler.py).
-- `model_runner.RunnerHooks`: `GPUModelRunner._update_states`, `_prepare_inputs`
+  (vllm/v1/core/sched/scheduler.py); it also wraps `allocate_slots` on its own
+  `KVCacheManager` instance, relying on `Scheduler.schedule` preempting when that
+  returns None for a running request.
+- `model_runner.RunnerHooks`: `GPUModelRunner._update_states` (reading the
+  step's `SchedulerOutput` first), `_prepare_inputs`
   (reading `positions` and `req_indices` after it), `_determine_batch_execution_and_padding`
   and `_model_forward` (vllm/v1/worker/gpu_model_runner.py).
 - `attention_group.ShiftedAttentionGroup`: `AttentionGroup._with_kernel_block_table`

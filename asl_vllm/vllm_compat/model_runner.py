@@ -3,8 +3,9 @@
 vLLM 0.32, `GPUModelRunner` (vllm/v1/worker/gpu_model_runner.py; the CPU
 build's `CPUModelRunner` in cpu_model_runner.py subclasses it):
 - `_update_states(scheduler_output)`: applies the scheduler's output to the
-  persistent batch. Hooks: `requests_leaving` (finished and preempted requests,
-  before) and `batch_updated` (the batch's request ids in row order, after).
+  persistent batch. Hooks: `step_scheduled` (the step's scheduler output, first),
+  `requests_leaving` (finished and preempted requests, before) and
+  `batch_updated` (the batch's request ids in row order, after).
 - `_prepare_inputs(scheduler_output, ...)`: fills the step's `positions` and
   `req_indices` (each token's batch row), and the slot mapping from the true
   positions. Hook: `inputs_prepared`, which may change the positions in place.
@@ -26,6 +27,10 @@ import torch
 
 class RunnerHooks:
     """A subclass implements the hooks below."""
+
+    def step_scheduled(self, scheduler_output: Any) -> None:
+        """The step's scheduler output, before anything of it is applied (the cache is as the last step left it)."""
+        raise NotImplementedError
 
     def requests_leaving(self, req_ids: list[str]) -> None:
         """Finished and preempted requests, before vLLM removes them from the batch."""
@@ -50,6 +55,7 @@ class RunnerHooks:
         raise NotImplementedError
 
     def _update_states(self, scheduler_output: Any) -> Any:
+        self.step_scheduled(scheduler_output)
         self.requests_leaving([*scheduler_output.finished_req_ids, *(scheduler_output.preempted_req_ids or ())])
         result = super()._update_states(scheduler_output)
         self.batch_updated(self.input_batch.req_ids[: self.input_batch.num_reqs])

@@ -9,6 +9,12 @@ vLLM 0.32, `Scheduler` (vllm/v1/core/sched/scheduler.py):
 - `_free_request(request, ...)`: frees a finished request and returns the
   `kv_transfer_params` (a KV connector's `request_finished` params) of its last
   output. Hook: `finished_request_params`.
+- `schedule()`: when `self.kv_cache_manager.allocate_slots(...)` returns None
+  for a RUNNING request, vLLM preempts the lowest-priority running request and
+  retries. The manager's `allocate_slots` is wrapped on this scheduler's own
+  instance: on such a failure it first calls `make_room`, retrying while that
+  frees blocks, and `room_made` once a retry succeeds (a preemption avoided).
+  Requests still waiting never preempt, so their failures are left as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import RequestStatus
 
 
 class SchedulerHooks(Scheduler):
@@ -26,6 +33,19 @@ class SchedulerHooks(Scheduler):
         if self.has_mamba_layers:
             raise RuntimeError("KV pruning does not support models with Mamba layers")
         self.need_mamba_block_aligned_split = True
+        allocate = self.kv_cache_manager.allocate_slots
+
+        def allocate_slots(request: Any, *args: Any, **kwargs: Any) -> Any:
+            blocks = allocate(request, *args, **kwargs)
+            made_room = False
+            while blocks is None and request.status == RequestStatus.RUNNING and self.make_room(request):
+                made_room = True
+                blocks = allocate(request, *args, **kwargs)
+            if made_room and blocks is not None:
+                self.room_made(request)
+            return blocks
+
+        self.kv_cache_manager.allocate_slots = allocate_slots
 
     def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
         """How many of the `num_new_tokens` vLLM would schedule for `request` now; 0 waits for a later step."""
@@ -34,6 +54,13 @@ class SchedulerHooks(Scheduler):
     def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The `kv_transfer_params` of a finished request's last output, given what vLLM (a connector) set."""
         raise NotImplementedError
+
+    def make_room(self, request: Any) -> bool:
+        """`request` (running) cannot get its next slots and vLLM would preempt: True after freeing blocks."""
+        return False
+
+    def room_made(self, request: Any) -> None:
+        """`request` got its slots thanks to `make_room`: vLLM preempted nothing for it."""
 
     def _mamba_block_aligned_split(self, request: Any, num_new_tokens: int, *args: Any, **kwargs: Any) -> int:
         return self.prefill_tokens_to_schedule(request, num_new_tokens)
