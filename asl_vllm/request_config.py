@@ -106,8 +106,9 @@ def prefill_prune_config(
     if not config.enabled or num_tokens <= config.window:
         return None
     if config.budget_auto:
-        # Scored even when its chosen budget keeps every token: the scores let the scheduler shrink it later.
-        return config
+        # Scored even when its chosen budget keeps every token (the scores let the scheduler shrink it
+        # later), unless no budget could ever cut it: a prompt within the floor runs on vLLM's own path.
+        return config if num_tokens > config.budget_min else None
     keep = config.select_k if config.method.selects else num_tokens
     if config.kv_budget is not None:
         keep = min(keep, config.kv_budget)

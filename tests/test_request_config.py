@@ -139,8 +139,8 @@ def test_a_request_may_fix_its_own_budget_on_an_auto_server():
         request_config(auto_server, {"kv_budget": None})
 
 
-def test_an_auto_prefill_is_scored_even_when_its_budget_may_keep_every_token():
+def test_an_auto_prefill_is_scored_when_a_budget_could_ever_cut_it():
     auto_server = PrunerConfig(pruner="asl", kv_budget="auto").resolve(30)
     params = SamplingParams(max_tokens=1)
-    assert prefill_prune_config(auto_server, params, 900, 30) == auto_server
-    assert prefill_prune_config(auto_server, params, 32, 30) is None  # nothing past the window
+    assert prefill_prune_config(auto_server, params, 1500, 30) == auto_server  # even if its budget keeps all
+    assert prefill_prune_config(auto_server, params, 1024, 30) is None  # within --kv-budget-min: never cut
