@@ -30,6 +30,11 @@ def test_report_of_a_pruned_request():
         "kept_tokens": round(2500 - (1408 * 10 + 1280 * 20) / 30),
         "freed_blocks": 10,
         "scoring_seconds": 0.012346,
+        "kv_budget": None,
+        "kv_budget_auto": False,
+        "pool_usage": None,
+        "shrinks": [],
+        "preemptions_avoided": 0,
     }
     assert json.loads(json.dumps(report)) == report
 
@@ -45,6 +50,11 @@ def test_report_of_a_request_the_pruner_did_not_score():
         "kept_tokens": 40,
         "freed_blocks": 0,
         "scoring_seconds": None,
+        "kv_budget": None,
+        "kv_budget_auto": False,
+        "pool_usage": None,
+        "shrinks": [],
+        "preemptions_avoided": 0,
     }
 
 
@@ -78,3 +88,13 @@ def test_a_group_whose_layers_read_different_offsets_is_refused():
     )
     with pytest.raises(AssertionError, match="KV cache group 1 mixes KV offsets"):
         _ = decision.group_offsets
+
+
+def test_report_of_an_auto_budget_request_names_its_budget_and_pool_usage():
+    decision = PruneDecision(
+        req_id="r4", pruner="asl", num_prompt_tokens=6000, layer_offsets=[4864] * 30, kv_budget=1100, budget_auto=True
+    )
+    decision.pool_usage = 0.7234567
+    report = decision.report()
+    assert (report["kv_budget"], report["kv_budget_auto"], report["pool_usage"]) == (1100, True, 0.7235)
+    assert report["kept_tokens"] == 1136 and report["shrinks"] == [] and report["preemptions_avoided"] == 0
