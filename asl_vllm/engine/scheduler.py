@@ -43,7 +43,7 @@ from asl_vllm.engine.layer_groups import group_block_bytes
 from asl_vllm.engine.pressure_plan import with_plan
 from asl_vllm.log import logger
 from asl_vllm.pressure import auto_budget, shrunk_keep
-from asl_vllm.request_config import prefill_prune_config, request_config, requested_pruner
+from asl_vllm.request_config import prefill_prune_config, requested_pruner
 from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 from asl_vllm.vllm_compat.scheduler import SchedulerHooks
 
@@ -72,8 +72,8 @@ class PruningScheduler(SchedulerHooks):
         self._unpruned_too_long: set[str] = set()
         # Report of each unfinished request, for its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
-        # Auto budgets: the pool usage each was chosen at, until the prefill's decision arrives.
-        self._auto_usage: dict[str, float] = {}
+        # Auto budgets until the prefill's decision arrives: the pool usage each was chosen at, and its floor.
+        self._auto_choices: dict[str, tuple[float, int]] = {}
         self._shrinkable: dict[str, ShrinkState] = {}
         # Shrinks made since the last step was scheduled (while scheduling this one), for the worker.
         self._step_shrinks: dict[str, int] = {}
@@ -107,7 +107,7 @@ class PruningScheduler(SchedulerHooks):
             if budget is not None and config.method.selects:
                 budget = min(budget, config.select_k)
             budgets[req_id] = budget
-            self._auto_usage[req_id] = usage
+            self._auto_choices[req_id] = (usage, config.budget_min)
         return budgets
 
     def make_room(self, request: Any) -> bool:
@@ -137,8 +137,7 @@ class PruningScheduler(SchedulerHooks):
             freed += manager.block_pool.get_num_free_blocks() - before
             state.group_offsets[group] = first_slot
         self._step_shrinks[req_id] = first_slot
-        events = self._pressure_events.setdefault(req_id, {"shrinks": [], "preemptions_avoided": 0})
-        events["shrinks"].append({"kept_tokens": keep, "freed_blocks": freed})
+        self._events(req_id)["shrinks"].append({"kept_tokens": keep, "freed_blocks": freed})
         logger.info(
             "asl-vllm: shrank request %s from %d to %d kept prompt tokens (freed %d blocks) so that request %s "
             "gets its next block without a preemption",
@@ -151,8 +150,10 @@ class PruningScheduler(SchedulerHooks):
         return True
 
     def room_made(self, request: Any) -> None:
-        events = self._pressure_events.setdefault(request.request_id, {"shrinks": [], "preemptions_avoided": 0})
-        events["preemptions_avoided"] += 1
+        self._events(request.request_id)["preemptions_avoided"] += 1
+
+    def _events(self, req_id: str) -> dict[str, Any]:
+        return self._pressure_events.setdefault(req_id, {"shrinks": [], "preemptions_avoided": 0})
 
     def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
         """0 (wait for a later step) when this would split a prefill that is to be pruned."""
@@ -183,14 +184,14 @@ class PruningScheduler(SchedulerHooks):
         decisions = {decision.req_id: decision for decision in step_decisions(model_runner_output)}
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
-            if decision.budget_auto:
-                decision.pool_usage = self._auto_usage.pop(decision.req_id, None)
+            choice = self._auto_choices.pop(decision.req_id, None) if decision.budget_auto else None
+            if choice is not None:
+                decision.pool_usage = choice[0]
             if request is not None and not request.is_finished():
                 self._free_pruned_head(request, decision)
-                if decision.budget_auto:
-                    config = request_config(self.pruner_config, request.sampling_params.extra_args)
+                if choice is not None:
                     self._shrinkable[decision.req_id] = ShrinkState(
-                        decision.num_prompt_tokens, list(decision.group_offsets), config.budget_min
+                        decision.num_prompt_tokens, list(decision.group_offsets), floor=choice[1]
                     )
                 if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
                     self._pruner_reports[decision.req_id] = decision.report()
@@ -223,7 +224,7 @@ class PruningScheduler(SchedulerHooks):
     def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The connector's params of a finished request, with its report beside them."""
         self._unpruned_too_long.discard(request.request_id)
-        self._auto_usage.pop(request.request_id, None)
+        self._auto_choices.pop(request.request_id, None)
         self._shrinkable.pop(request.request_id, None)
         events = self._pressure_events.pop(request.request_id, {})
         report = self._pruner_reports.pop(request.request_id, None)
