@@ -13,6 +13,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+import gc  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -38,20 +42,50 @@ def tokenizer(model_path):
     return AutoTokenizer.from_pretrained(model_path)
 
 
-@pytest.fixture(scope="session")
-def engines(model_path):
-    """`engines(**engine_kwargs)` -> one shared `vllm.LLM` per distinct setting."""
-    from vllm import LLM
+# In-process engines kept alive at once: each holds ~1.5 GiB (weights and a 1 GiB KV pool), and
+# the suite starts more than a 24 GiB CI machine holds beside the sharded engines that run last.
+LIVE_ENGINES = 5
 
-    started: dict[tuple, LLM] = {}
 
-    def get(**kwargs) -> LLM:
+class SharedEngines:
+    """`engines(**engine_kwargs)` -> one shared `vllm.LLM` per distinct setting, the most recently
+    asked `LIVE_ENGINES` kept alive.
+
+    Module fixtures ask once per module, so an engine is released only after every module that
+    asked for it has finished (a module asks for at most three). Releasing stops the executor
+    only, which frees the worker's model and KV pool: an in-process `EngineCore.shutdown` would
+    tear down the distributed state the other engines still use (vLLM 0.32).
+    """
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+        self.live: dict[tuple, Any] = {}
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from vllm import LLM
+
         key = tuple(sorted(kwargs.items()))
-        if key not in started:
-            settings = {"max_model_len": 8192, "enforce_eager": True, "seed": 0, **kwargs}
-            started[key] = LLM(model=model_path, **settings)
-        return started[key]
+        if key in self.live:
+            self.live[key] = self.live.pop(key)
+            return self.live[key]
+        while len(self.live) >= LIVE_ENGINES:
+            self.release(next(iter(self.live)))
+        settings = {"max_model_len": 8192, "enforce_eager": True, "seed": 0, **kwargs}
+        self.live[key] = LLM(model=self.model_path, **settings)
+        return self.live[key]
 
-    yield get
-    for llm in started.values():
-        llm.llm_engine.engine_core.shutdown()
+    def release(self, key: tuple) -> None:
+        self.live.pop(key).llm_engine.engine_core.engine_core.model_executor.shutdown()
+        gc.collect()
+
+    def release_all(self) -> None:
+        """Free every shared engine's memory, for tests that start engines of their own."""
+        while self.live:
+            self.release(next(iter(self.live)))
+
+
+@pytest.fixture(scope="session")
+def engines(model_path) -> Iterator[SharedEngines]:
+    shared = SharedEngines(model_path)
+    yield shared
+    shared.release_all()

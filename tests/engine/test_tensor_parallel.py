@@ -61,6 +61,12 @@ EMBEDDED_PRUNERS: dict[str, dict[str, Any]] = {
 DECIDED = ("selection_layer", "selected_tokens", "selected_indices", "layer_offsets", "position_offset")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def room_for_ranks(engines) -> None:
+    """The session's shared in-process engines are freed first: the rank processes need their memory."""
+    engines.release_all()
+
+
 @pytest.fixture(scope="module")
 def random_llama(tmp_path_factory, model_path) -> str:
     return str(write_random_llama(tmp_path_factory.mktemp("random-llama"), model_path))
