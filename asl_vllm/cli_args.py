@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from asl_vllm.config import AUTO_BUDGET, BUDGET_HEADS, DEFAULT_BUDGET_MIN, FLAGS, PrunerConfig
+from asl_vllm.config import AUTO_BUDGET, BUDGET_HEADS, BUDGET_LAYERS, DEFAULT_BUDGET_MIN, FLAGS, PrunerConfig
 from asl_vllm.policies.registry import REGISTRY
 
 
@@ -143,6 +143,14 @@ def add_pruner_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="How --kv-budget keeps tokens in a layer. shared (default): one set of B tokens for all KV heads, "
         "ranked by the layer's window scores summed over every head. per-kv-head: each KV head its own B tokens "
         "(SnapKV's rule).",
+    )
+    group.add_argument(
+        "--kv-budget-layers",
+        choices=BUDGET_LAYERS,
+        default=None,
+        help="Which scores --kv-budget ranks a layer's tokens by. shared (default, except pyramidkv): one set of "
+        "B tokens kept in every layer, ranked by the sum over all layers of each layer's window scores as shares "
+        "of that layer's total. per-layer (pyramidkv's default): each layer by its own scores (SnapKV's rule).",
     )
     group.add_argument(
         "--asl-two-pass",

@@ -19,6 +19,9 @@ from asl_vllm.policies.registry import PRUNERS, pruner_class, with_capability
 BudgetHeads = Literal["shared", "per-kv-head"]
 # --kv-budget-heads: one kept token set per layer for all KV heads, or one per KV head (SnapKV).
 BUDGET_HEADS: tuple[str, ...] = ("shared", "per-kv-head")
+BudgetLayers = Literal["shared", "per-layer"]
+# --kv-budget-layers: one kept token set for every layer, ranked by all layers' scores, or each layer its own.
+BUDGET_LAYERS: tuple[str, ...] = ("shared", "per-layer")
 # --kv-budget auto: each request's budget is chosen from the block pool's usage when it is scheduled.
 AUTO_BUDGET = "auto"
 # --kv-budget-min when not given: the floor of auto budgets and of compression.
@@ -74,6 +77,8 @@ class PrunerConfig:
     two_pass: bool = False
     layer_groups: int | None = None
     budget_heads: BudgetHeads = "shared"
+    # None: shared for a pruner whose budget every layer keeps alike, per-layer otherwise (pyramidkv).
+    budget_layers: BudgetLayers | None = None
 
     @property
     def method(self) -> type[Pruner]:
@@ -125,6 +130,14 @@ class PrunerConfig:
             raise PrunerConfigError(
                 flag("budget_heads"), f"must be one of {', '.join(BUDGET_HEADS)}, got {self.budget_heads!r}"
             )
+        if self.budget_layers is not None and self.budget_layers not in BUDGET_LAYERS:
+            raise PrunerConfigError(
+                flag("budget_layers"), f"must be one of {', '.join(BUDGET_LAYERS)}, got {self.budget_layers!r}"
+            )
+        if self.budget_layers == "shared" and not self.method.uniform_budget:
+            raise PrunerConfigError(
+                flag("budget_layers"), f"shared needs a pruner whose budget every layer keeps alike, not {self.pruner}"
+            )
         if not isinstance(self.two_pass, bool):
             raise PrunerConfigError(flag("two_pass"), f"must be true or false, got {self.two_pass!r}")
         if self.two_pass and not self.method.two_pass_option:
@@ -160,6 +173,13 @@ class PrunerConfig:
                 raise PrunerConfigError(flag(name), f"must be a pool usage in [0, 1], got {value!r}")
         if low >= high:
             raise PrunerConfigError(flag("kv_budget_auto_low"), f"({low}) must be below --kv-budget-auto-high ({high})")
+
+    @property
+    def layer_shared_budget(self) -> bool:
+        """Whether a budget keeps one token set in every layer (`--kv-budget-layers`, resolved)."""
+        if self.budget_layers is None:
+            return self.method.uniform_budget
+        return self.budget_layers == "shared"
 
     @property
     def budget_auto(self) -> bool:
@@ -257,6 +277,7 @@ FLAGS: dict[str, str] = {
     "two_pass": "--asl-two-pass",
     "layer_groups": "--kv-layer-groups",
     "budget_heads": "--kv-budget-heads",
+    "budget_layers": "--kv-budget-layers",
 }
 
 

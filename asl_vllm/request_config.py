@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import AUTO_BUDGET, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import AUTO_BUDGET, BUDGET_LAYERS, FLAGS, PrunerConfig, PrunerConfigError
 from asl_vllm.policies.registry import has_capability
 
 # vllm_xargs key -> PrunerConfig field.
@@ -24,6 +24,7 @@ REQUEST_KEYS = {
     "asl_select_k": "select_k",
     "asl_two_pass": "two_pass",
     "kv_budget_heads": "budget_heads",
+    "kv_budget_layers": "budget_layers",
 }
 _FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
 _FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
@@ -40,6 +41,8 @@ def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> P
         return server
     if "two_pass" in changes:
         changes["two_pass"] = _request_bool("asl_two_pass", changes["two_pass"])
+    if "budget_layers" in changes and changes["budget_layers"] is None:
+        raise PrunerConfigError("kv_budget_layers", f"must be one of {', '.join(BUDGET_LAYERS)}, got None")
     if not server.enabled:
         key = _FIELD_TO_KEY[next(iter(changes))]
         raise PrunerConfigError(key, "needs a server started with --kv-pruner")

@@ -1,10 +1,10 @@
 """Benchmarked configurations: which engine runs each one and which per-request settings it sends.
 
-A configuration is written as a spec, e.g. `asl,B=1024,heads=shared,k=2048,tau=0.3`
-(`B`: --kv-budget, `heads`: --kv-budget-heads, `k`: --asl-select-k, `tau`: --asl-tau;
-unset keys keep the engine's default), and the spec is its name in every table.
+A configuration is written as a spec, e.g. `asl,B=1024,heads=shared,layers=shared,k=2048,tau=0.3`
+(`B`: --kv-budget, `heads`: --kv-budget-heads, `layers`: --kv-budget-layers, `k`: --asl-select-k,
+`tau`: --asl-tau; unset keys keep the engine's default), and the spec is its name in every table.
 Configurations that differ only in per-request settings (`vllm_xargs`: kv_pruner,
-kv_budget, kv_budget_heads, asl_tau, asl_select_k) share one engine started with
+kv_budget, kv_budget_heads, kv_budget_layers, asl_tau, asl_select_k) share one engine started with
 `--kv-pruner asl` and no budget, so a request may set any budget; gemfilter and
 asl two-pass get an engine of their own. In the serving benchmark `none` is
 unmodified vLLM in its default mode (`none,eager`: with `--enforce-eager`, an extra row).
@@ -12,6 +12,7 @@ unmodified vLLM in its default mode (`none,eager`: with `--enforce-eager`, an ex
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,10 @@ ADAPTIVE_PRUNERS = tuple(name for name in PRUNERS if REGISTRY[name.removesuffix(
 # The shared engine's own pruner: any that prunes, since every request names its own.
 SHARED_ENGINE_PRUNER = "asl"
 HEAD_MODES = ("per-kv-head", "shared")
+LAYER_MODES = ("per-layer", "shared")
 # `--budget-heads default`: send no kv_budget_heads (the engine's own rule).
 DEFAULT_HEADS = "default"
-_KEYS = {"B": "budget", "heads": "heads", "k": "select_k", "tau": "tau"}
+_KEYS = {"B": "budget", "heads": "heads", "layers": "layers", "k": "select_k", "tau": "tau"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Config:
     select_k: int | None = None
     tau: float | None = None
     eager: bool = False
+    layers: str | None = None
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -50,6 +53,10 @@ class Config:
             raise ValueError(f"heads must be one of {', '.join(HEAD_MODES)}, got {self.heads!r}")
         if self.heads is not None and self.budget is None:
             raise ValueError("heads applies only with a budget (B=...)")
+        if self.layers is not None and self.layers not in LAYER_MODES:
+            raise ValueError(f"layers must be one of {', '.join(LAYER_MODES)}, got {self.layers!r}")
+        if self.layers is not None and self.budget is None:
+            raise ValueError("layers applies only with a budget (B=...)")
         if self.method.needs_budget and self.budget is None:
             raise ValueError(f"{self.pruner} needs a budget (B=...)")
         if not self.method.prunes and (self.budget, self.select_k, self.tau) != (None, None, None):
@@ -95,7 +102,7 @@ def parse(spec: str) -> Config:
         if key not in _KEYS or not value:
             raise ValueError(f"{spec!r}: {part!r} is not one of {', '.join(k + '=...' for k in _KEYS)}, eager")
         field = _KEYS[key]
-        settings[field] = value if field == "heads" else float(value) if field == "tau" else int(value)
+        settings[field] = value if field in ("heads", "layers") else float(value) if field == "tau" else int(value)
     return Config(pruner, **settings)
 
 
@@ -108,7 +115,7 @@ def with_heads(configs: list[Config], modes: list[str]) -> list[Config]:
             continue
         for mode in modes:
             heads = None if mode == DEFAULT_HEADS else mode
-            expanded.append(Config(config.pruner, config.budget, heads, config.select_k, config.tau))
+            expanded.append(dataclasses.replace(config, heads=heads))
     return list(dict.fromkeys(expanded))
 
 
@@ -134,6 +141,7 @@ def request_args(config: Config, engine: dict[str, Any]) -> dict[str, Any]:
     for key, value in (
         ("kv_budget", config.budget),
         ("kv_budget_heads", config.heads),
+        ("kv_budget_layers", config.layers),
         ("asl_select_k", config.select_k),
         ("asl_tau", config.tau),
     ):

@@ -41,6 +41,7 @@ def test_serve_help_lists_the_pruner_flags():
         "--asl-two-pass",
         "--kv-layer-groups",
         "--kv-budget-heads",
+        "--kv-budget-layers",
         "--kv-budget-min",
         "--kv-budget-auto-low",
         "--kv-budget-auto-high",
@@ -132,6 +133,7 @@ HUGE = str(10**26)
         ("--kv-layer-groups", [*BAD_INTEGERS, "0", "4", "31", HUGE]),
         ("--kv-pruner", ["", " ", "h2o", "ASL", "nan", "0", "null", "{}"]),
         ("--kv-budget-heads", ["", " ", "both", "SHARED", "per_kv_head", "null", "1"]),
+        ("--kv-budget-layers", ["", "all", "Shared", "per_layer", "none", "1"]),
     ],
 )
 def test_fuzzed_flag_values_stop_serve_with_one_line_naming_the_flag(model_path, option, values):

@@ -44,6 +44,10 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
         ({"pruner": "asl", "kv_budget": "auto", "kv_budget_auto_high": 1.5}, "--kv-budget-auto-high"),
         ({"pruner": "asl", "kv_budget": "auto", "kv_budget_auto_low": True}, "--kv-budget-auto-low"),
         ({"pruner": "none", "kv_budget": "auto"}, "--kv-budget"),
+        ({"pruner": "asl", "kv_budget": 1024, "budget_layers": "all"}, "--kv-budget-layers"),
+        ({"pruner": "asl", "kv_budget": 1024, "budget_layers": True}, "--kv-budget-layers"),
+        ({"pruner": "pyramidkv", "kv_budget": 1024, "budget_layers": "shared"}, "--kv-budget-layers"),
+        ({"pruner": "none", "budget_layers": "per-layer"}, "--kv-budget-layers"),
     ],
 )
 def test_invalid_settings_name_their_flag(settings, flag):
@@ -51,6 +55,20 @@ def test_invalid_settings_name_their_flag(settings, flag):
         PrunerConfig.from_dict(settings)
     assert error.value.flag == flag
     assert str(error.value).startswith(f"{flag}: ")
+
+
+@pytest.mark.parametrize(
+    ("settings", "shared"),
+    [
+        ({"pruner": "asl", "kv_budget": 1024}, True),
+        ({"pruner": "snapkv", "kv_budget": 1024}, True),
+        ({"pruner": "pyramidkv", "kv_budget": 1024}, False),
+        ({"pruner": "asl", "kv_budget": 1024, "budget_layers": "per-layer"}, False),
+        ({"pruner": "pyramidkv", "kv_budget": 1024, "budget_layers": "per-layer"}, False),
+    ],
+)
+def test_budget_layers_default_to_shared_where_every_layer_keeps_alike(settings, shared):
+    assert PrunerConfig.from_dict(settings).layer_shared_budget is shared
 
 
 def test_unknown_setting_is_refused():

@@ -33,6 +33,8 @@ def test_overrides_apply():
     assert request_config(SERVER, {"asl_two_pass": 0}).two_pass is False
     assert SERVER.budget_heads == "shared"
     assert request_config(SERVER, {"kv_budget_heads": "per-kv-head"}).budget_heads == "per-kv-head"
+    assert SERVER.layer_shared_budget
+    assert not request_config(SERVER, {"kv_budget_layers": "per-layer"}).layer_shared_budget
 
 
 def test_switching_pruner_takes_that_pruners_defaults():
@@ -71,6 +73,9 @@ def test_switching_pruner_takes_that_pruners_defaults():
         ({"kv_budget_heads": "SHARED"}, "kv_budget_heads"),
         ({"kv_budget_heads": None}, "kv_budget_heads"),
         ({"kv_budget_heads": 1}, "kv_budget_heads"),
+        ({"kv_budget_layers": "all"}, "kv_budget_layers"),
+        ({"kv_budget_layers": None}, "kv_budget_layers"),
+        ({"kv_pruner": "pyramidkv", "kv_budget_layers": "shared"}, "kv_budget_layers"),
     ],
 )
 def test_bad_overrides_name_the_request_field(extra, field):

@@ -6,8 +6,10 @@ turned into attention metadata by vLLM's own builder (rebuilt only when they
 change). After each layer, the step's pruning prefills are scored together from
 the layer's own q and k (`StepScores`: one batched window-score computation per
 layer, Triton on CUDA), each request's policy decides whether this is its
-selection layer, and a budget keeps each layer's best tokens in the tail slots
-[N - B', N) right after the layer.
+selection layer. A per-layer budget keeps each layer's best tokens in the tail
+slots [N - B', N) right after the layer; a layer-shared budget (the default)
+adds each layer's scores up and, once the last layer has run, moves one kept
+set to the tail of every layer with the in-place compaction.
 
 A request whose policy selects at layer s continues with only its selected
 rows, with their original positions, and its deeper layers write their KV
@@ -55,8 +57,10 @@ from asl_vllm.engine.compaction import gather_per_head, write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.policies import Pruner, make_policy
+from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
-from asl_vllm.scoring.reference import budget_select, select_tokens
+from asl_vllm.scoring.kv_layout import layer_layout
+from asl_vllm.scoring.reference import budget_select, layer_shares, select_tokens
 from asl_vllm.scoring.step_scores import StepScores
 from asl_vllm.vllm_compat.eager_kernels import fused_kernels
 from asl_vllm.vllm_compat.forward_context import LayerContexts
@@ -109,6 +113,8 @@ class LiveRequest:
             # Tokens each layer keeps, by its KV cache group (the pruner's budget rule); None: no budget.
             group_keeps = config.method.group_keeps(config, step.seq_len, block_size, max(layer_groups) + 1)
             self.budget_keeps = None if group_keeps is None else [group_keeps[group] for group in layer_groups]
+            budgeted = self.budget_keeps is not None and self.budget_keeps[0] < step.seq_len
+            self.shares_layers = config.layer_shared_budget and (budgeted or step.keeps_scores)
             self.decision = PruneDecision(
                 req_id=step.req_id,
                 pruner=config.pruner,
@@ -119,6 +125,12 @@ class LiveRequest:
                 kv_budget=config.kv_budget,
                 budget_auto=step.keeps_scores,
             )
+        else:
+            self.shares_layers = False
+        # A layer-shared budget: every scored layer's scores as shares (`layer_shares`), summed by prompt token,
+        # and per layer its first slot and its rows' prompt indices, to move the kept tokens after the loop.
+        self.layer_scores: torch.Tensor | None = None
+        self.layer_rows: dict[int, tuple[int, torch.Tensor]] = {}
         # Per layer, [1 or G, kept past tokens]: the scores of the past tokens the layer keeps, in slot order.
         self.kept_scores: list[torch.Tensor | None] | None = [None] * len(layer_groups) if step.keeps_scores else None
 
@@ -133,7 +145,13 @@ class LiveRequest:
         return self.kept_scores is not None
 
     def wants_budget(self, layer: int) -> bool:
-        return self.decision is not None and self.budget_keeps is not None and self.budget_keeps[layer] < self.count
+        """Whether this layer keeps its own best tokens right after it runs (a layer-shared budget waits)."""
+        return (
+            self.decision is not None
+            and not self.shares_layers
+            and self.budget_keeps is not None
+            and self.budget_keeps[layer] < self.count
+        )
 
     def keep(self, local: torch.Tensor) -> None:
         """Continue with the selected local rows; their KV goes to the request's tail slots."""
@@ -153,6 +171,7 @@ class LiveRequest:
         rerun.keep(torch.arange(len(self.rerun_rows)))
         rerun.rerun_rows = None
         rerun.policy = Pruner(self.config)  # the base rule never selects
+        rerun.layer_scores, rerun.layer_rows = None, {}
         if self.kept_scores is not None:
             self.kept_scores[:] = [None] * len(self.kept_scores)  # the re-run's layers hold other tokens
         self.decision.position_offset = rerun.kv_offset
@@ -226,7 +245,11 @@ class PruningStep:
             reruns = [live.for_rerun() for live in lives if live.rerun_rows is not None]
             if reruns:
                 self._rerun(context, reruns, input_ids, embeddings, tables, full_slots, full)
-        kept_scores = {live.step.req_id: live.kept_scores for live in pruning if live.keeps_scores()}
+        finished = [live for live in pruning if live.rerun_rows is None] + reruns
+        for live in finished:
+            if live.shares_layers:
+                self._keep_layer_shared(live, tables)
+        kept_scores = {live.step.req_id: live.kept_scores for live in finished if live.keeps_scores()}
         return full, [live.decision for live in pruning], kept_scores
 
     def _run_layers(
@@ -305,7 +328,10 @@ class PruningStep:
         scored = [
             index
             for index, live in enumerate(lives)
-            if live.wants_selection(layer_index) or live.wants_budget(layer_index) or live.keeps_scores()
+            if live.wants_selection(layer_index)
+            or live.wants_budget(layer_index)
+            or live.keeps_scores()
+            or live.shares_layers
         ]
         if scored:
             began = time.perf_counter()
@@ -324,6 +350,7 @@ class PruningStep:
             self._select(layer_index, lives, scores, row_of)
             self._keep_budget(layer_index, lives, scores, row_of, key, value, starts, full_slots)
             self._keep_scores(layer_index, lives, scores, row_of)
+            self._add_layer_shares(layer_index, lives, scores, row_of)
             elapsed = time.perf_counter() - began
             for index in scored:
                 lives[index].decision.scoring_seconds += elapsed
@@ -412,9 +439,59 @@ class PruningStep:
         """An auto-budget request that keeps all its rows in this layer keeps all their scores."""
         for index, row in row_of.items():
             live = lives[index]
-            if live.keeps_scores() and live.kept_scores[layer_index] is None:
+            if live.keeps_scores() and not live.shares_layers and live.kept_scores[layer_index] is None:
                 ranked = scores.budget_scores(row, shared=live.config.budget_heads == "shared")
                 live.kept_scores[layer_index] = ranked.view(-1, ranked.shape[-1]).clone()
+
+    def _add_layer_shares(
+        self, layer_index: int, lives: list[LiveRequest], scores: StepScores, row_of: dict[int, int]
+    ) -> None:
+        """Add this layer's scores, as shares of its total, to each layer-shared request's sum by prompt token."""
+        for index, row in row_of.items():
+            live = lives[index]
+            if not live.shares_layers:
+                continue
+            ranked = layer_shares(scores.budget_scores(row, shared=live.config.budget_heads == "shared"))
+            prompt_rows = live.rows - live.step.row_start
+            if live.layer_scores is None:
+                live.layer_scores = ranked.new_zeros((*ranked.shape[:-1], live.step.seq_len))
+            live.layer_scores[..., prompt_rows[: ranked.shape[-1]].to(ranked.device)] += ranked
+            live.layer_rows[layer_index] = (live.kv_offset, prompt_rows)
+
+    def _keep_layer_shared(self, live: LiveRequest, tables: Sequence[StepTables]) -> None:
+        """Keep one token set in every layer, ranked by the summed shares, among the tokens the last layer ran.
+
+        Each layer's KV is still where the loop wrote it (slots [0, N), or the tail [N - k', N) after a
+        selection), so each layer's kept tokens move to the tail [N - B', N) with the in-place compaction.
+        An auto-budget request given no budget keeps all its tokens, and per layer the summed shares of
+        the tokens that layer holds, for a later shrink.
+        """
+        stack = self.stack
+        num_tokens, window = live.step.seq_len, live.config.window
+        device = live.layer_scores.device
+        if live.budget_keeps is None or live.budget_keeps[0] >= num_tokens:
+            for layer, (_, rows) in live.layer_rows.items():
+                past = rows[: len(rows) - window].to(device)
+                live.kept_scores[layer] = live.layer_scores[..., past].reshape(-1, len(past))
+            return
+        final_rows = live.rows - live.step.row_start
+        ranked = live.layer_scores[..., final_rows[: live.count - window].to(device)]
+        keep = min(live.budget_keeps[0], live.count)
+        kept = budget_select(ranked, live.count, keep, window, stack.num_kv_heads)
+        kept_prompt = final_rows[kept.cpu()]
+        for layer, (offset, rows) in live.layer_rows.items():
+            live.decision.layer_offsets[layer] = num_tokens - keep
+            if len(rows) == keep:  # a layer after the selection that keeps every selected token, in place
+                continue
+            attention = stack.attentions[layer]
+            slots = offset + torch.searchsorted(rows, kept_prompt)
+            slots = slots.to(device=attention.kv_cache.device, dtype=torch.int32)
+            row = tables[self.layer_groups[layer]].block_table[live.table_row]
+            dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
+        if live.keeps_scores():
+            ranked = ranked.reshape(-1, ranked.shape[-1])
+            shared_scores = ranked.gather(1, kept[: ranked.shape[0], : keep - window].to(device))
+            live.kept_scores[:] = [shared_scores] * len(live.kept_scores)
 
     def _propagate(
         self,

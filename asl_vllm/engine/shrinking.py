@@ -3,7 +3,9 @@
 An auto-budget prefill keeps, per layer, the scores of the past tokens the
 layer keeps, in slot order (`PruningStep`, `LiveRequest.kept_scores`): one row
 for a shared budget, one per KV head otherwise, float32, about 4 bytes per kept
-token and layer (a KV entry is 2 x G x head_dim x dtype bytes). When the
+token and layer (a KV entry is 2 x G x head_dim x dtype bytes). Under a
+layer-shared budget these are the summed shares of all layers, the same for
+every layer, so a shrink keeps one set in every layer too. When the
 scheduler shrinks the request to first slot D' (`asl_vllm.pressure`), every
 layer whose first slot D is below D' keeps its window plus its best
 N - D' - w past tokens by the same rule as the prefill's budget

@@ -222,6 +222,28 @@ def budget_select(scores: torch.Tensor, num_tokens: int, keep: int, window: int,
     return kept.view(1, -1).expand(num_kv_heads, -1)
 
 
+def layer_shares(scores: torch.Tensor) -> torch.Tensor:
+    """scores[..., M] -> each row as shares of its own total, in fp32.
+
+    A layer-shared budget (`--kv-budget-layers shared`) ranks tokens by the sum
+    over layers of these shares: each layer counts alike, however peaked or flat
+    its attention is, so a span that the retrieval layers attend to survives in
+    the early layers whose attention is spread over local context.
+    """
+    scores = scores.float()
+    return scores / scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def layer_shared_scores(per_layer: list[torch.Tensor]) -> torch.Tensor:
+    """Per layer scores[..., M] of the same M past tokens -> [..., M]: what a layer-shared budget ranks by."""
+    if not per_layer:
+        raise ValueError("a layer-shared budget needs at least one layer's scores")
+    total = torch.zeros(per_layer[0].shape, dtype=torch.float32, device=per_layer[0].device)
+    for scores in per_layer:  # layer by layer, in the order the engine adds them
+        total += layer_shares(scores)
+    return total
+
+
 def gemfilter_scores(
     q_last: torch.Tensor, keys: torch.Tensor, window: int, kernel: int = GEMFILTER_KERNEL
 ) -> torch.Tensor:

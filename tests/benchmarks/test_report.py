@@ -3,15 +3,17 @@ import json
 from benchmarks import niah, report, ruler, serving
 from benchmarks.results_file import ResultsFile
 
+SHARED = "asl,B=2048,heads=shared,layers=shared,k=2048,tau=0.3"
+PER_LAYER = "asl,B=2048,heads=shared,layers=per-layer,k=2048,tau=0.3"
+PER_HEAD = "asl,B=2048,heads=per-kv-head,layers=per-layer,k=2048,tau=0.3"
+
 
 def needle_document(complete=True):
+    # Of 20 prompts, full KV and the layer-shared rule find all, the per-layer shared-heads rule the
+    # first 15, the per-kv-head rule the first 10.
     records = []
     for i in range(20):
-        for config, found in (
-            ("none", True),
-            ("asl,B=2048,heads=shared,k=2048,tau=0.3", True),
-            ("asl,B=2048,heads=per-kv-head,k=2048,tau=0.3", i < 10),
-        ):
+        for config, found in (("none", True), (SHARED, True), (PER_LAYER, i < 15), (PER_HEAD, i < 10)):
             records.append(
                 {
                     "config": config,
@@ -39,38 +41,35 @@ def needle_document(complete=True):
         },
         "plan": {
             "cells": niah.CELLS,
-            "requests": 120,
+            "requests": 160,
             "estimated_seconds": 700,
-            "configs": [
-                "none",
-                "asl,B=2048,heads=shared,k=2048,tau=0.3",
-                "asl,B=2048,heads=per-kv-head,k=2048,tau=0.3",
-                "gemfilter",
-            ],
+            "configs": ["none", SHARED, PER_LAYER, PER_HEAD, "gemfilter"],
         },
         "unavailable": {"gemfilter": "refused"},
         "records": records,
     }
 
 
-def test_needle_targets_take_the_better_head_mode():
+def test_needle_targets_take_the_best_budget_rule():
     text = niah.targets(needle_document()["records"])
     assert (
-        "- ASL at B=2048 within 2 points of full KV: asl,B=2048,heads=shared,k=2048,tau=0.3 100 [84, 100] vs "
+        f"- ASL at B=2048 within 2 points of full KV: {SHARED} 100 [84, 100] vs "
         "full KV 100 [84, 100], +0.0 (intervals overlap): met"
     ) in text
-    assert "other mode asl,B=2048,heads=per-kv-head,k=2048,tau=0.3: 50 [30, 70]" in text
+    assert f"other rules {PER_LAYER}: 75 [53, 89]; {PER_HEAD}: 50 [30, 70]" in text
     assert "- ASL at B=1024: not measured" in text
 
 
-def test_head_modes_are_compared_on_the_same_prompts():
-    # Shared finds all 20, per-kv-head the first 10: 10 prompts where only shared finds it, none the other way.
-    lines = niah.head_modes(needle_document()["records"])
-    assert lines[1] == (
-        "- asl,B=2048,heads=shared,k=2048,tau=0.3 vs asl,B=2048,heads=per-kv-head,k=2048,tau=0.3, same 20 prompts: "
-        "only shared finds the needle on 10, only per-kv-head on 0; sign test p = 0.002"
-    )
-    assert niah.head_modes([r for r in needle_document()["records"] if "per-kv-head" not in r["config"]]) == []
+def test_budget_rules_differing_in_one_setting_are_compared_on_the_same_prompts():
+    lines = niah.budget_rules(needle_document()["records"])
+    assert lines[1:3] == [
+        f"- heads: {PER_LAYER} vs {PER_HEAD}, same 20 prompts: only heads=shared finds the needle on 5, "
+        "only heads=per-kv-head on 0; sign test p = 0.062",
+        f"- layers: {SHARED} vs {PER_LAYER}, same 20 prompts: only layers=shared finds the needle on 5, "
+        "only layers=per-layer on 0; sign test p = 0.062",
+    ]
+    assert len(lines) == 4  # the heading, the two pairs, a blank line: SHARED and PER_HEAD differ in two settings
+    assert niah.budget_rules([r for r in needle_document()["records"] if r["config"] in ("none", SHARED)]) == []
 
 
 def test_ruler_targets_compare_asl_with_fixed_layer_peers_at_equal_select_k():
@@ -113,7 +112,7 @@ def test_report_section_names_command_machine_and_a_partial_run(tmp_path):
     section = report.render({"niah": needle_document(complete=False)}, "python -m benchmarks.report --full", tmp_path)
     assert "Produced by `python -m benchmarks.report --full` on Test CPU, 2 cores, no GPU" in section
     assert (
-        "`python -m benchmarks.niah --full`: PARTIAL: stopped after 60 of 90 results, 10 min 00 s "
+        "`python -m benchmarks.niah --full`: PARTIAL: stopped after 80 of 128 results, 10 min 00 s "
         "(estimated 11 min 40 s for all)." in section
     )
     assert "| none | 100 [84, 100] (n=20) |" in section

@@ -418,3 +418,20 @@ def test_adaptive_rule_never_selects_min_layer_or_earlier(obs_layers, extra_laye
     assert chosen is None or chosen > min_layer
     assert rule.selected_layer == chosen
     assert all(value >= 0.0 for value in rule.variances.values())
+
+
+def test_layer_shared_scores_hand_computed():
+    # Layer 0 attends mostly to token 0, layer 1 (ten times the mass) evenly to tokens 1 and 2: as shares,
+    # each layer counts alike, so token 0 (0.6) ranks between tokens 1 and 2 (0.2 + 0.5, 0.2 + 0.5).
+    layers = [torch.tensor([3.0, 1.0, 1.0]), torch.tensor([0.0, 25.0, 25.0])]
+    assert torch.allclose(ref.layer_shared_scores(layers), torch.tensor([0.6, 0.7, 0.7]))
+    per_head = [torch.tensor([[1.0, 3.0], [2.0, 2.0]]), torch.tensor([[0.0, 5.0], [4.0, 0.0]])]
+    assert torch.allclose(ref.layer_shared_scores(per_head), torch.tensor([[0.25, 1.75], [1.5, 0.5]]))
+
+
+def test_layer_shared_scores_of_a_zero_layer_and_no_layers():
+    assert torch.equal(
+        ref.layer_shared_scores([torch.zeros(3), torch.tensor([0.0, 2.0, 2.0])]), torch.tensor([0, 0.5, 0.5])
+    )
+    with pytest.raises(ValueError, match="at least one layer"):
+        ref.layer_shared_scores([])

@@ -253,6 +253,7 @@ BAD_VALUES = {
     "asl_tau": ["", "0.3", None, 0, -0.0, -1, 1.0000001, 2, NAN, INF, -INF, 10**20, [], [0.3], {}, *TOO_WIDE],
     "asl_select_k": ["", "256", None, True, 0, -5, 8, 100, 1.5, NAN, INF, 2**31, 2**63, [], {}, *TOO_WIDE],
     "kv_budget_heads": ["", "SHARED", "both", "per_kv_head", " shared", None, 0, 1.5, NAN, [], ["shared"], {}],
+    "kv_budget_layers": ["", "Shared", "all", "per_layer", None, 0, 1.5, NAN, [], ["shared"], {}],
 }
 
 
