@@ -126,14 +126,9 @@ class PrunerConfig:
                 raise PrunerConfigError(flag("fixed_layer"), _applies_only_to("reference_fixed_layer"))
         if self.method.needs_budget and self.kv_budget is None:
             raise PrunerConfigError(flag("kv_budget"), f"--kv-pruner {self.pruner} needs a budget")
-        if self.budget_heads not in BUDGET_HEADS:
-            raise PrunerConfigError(
-                flag("budget_heads"), f"must be one of {', '.join(BUDGET_HEADS)}, got {self.budget_heads!r}"
-            )
-        if self.budget_layers is not None and self.budget_layers not in BUDGET_LAYERS:
-            raise PrunerConfigError(
-                flag("budget_layers"), f"must be one of {', '.join(BUDGET_LAYERS)}, got {self.budget_layers!r}"
-            )
+        _check_choice(self.budget_heads, "budget_heads", BUDGET_HEADS)
+        if self.budget_layers is not None:
+            _check_choice(self.budget_layers, "budget_layers", BUDGET_LAYERS)
         if self.budget_layers == "shared" and not self.method.uniform_budget:
             raise PrunerConfigError(
                 flag("budget_layers"), f"shared needs a pruner whose budget every layer keeps alike, not {self.pruner}"
@@ -307,6 +302,11 @@ def _applies_only_to(capability: str) -> str:
 
 def _scaled(reference_layer: int, num_layers: int) -> int:
     return round(reference_layer * num_layers / REFERENCE_NUM_LAYERS)
+
+
+def _check_choice(value: object, field: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PrunerConfigError(flag(field), f"must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_int(value: object, field: str, minimum: int, maximum: int = MAX_INT_SETTING) -> None:

@@ -56,6 +56,7 @@ from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.compaction import gather_per_head, write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.shrinking import kept_past_scores
 from asl_vllm.policies import Pruner, make_policy
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
@@ -113,8 +114,9 @@ class LiveRequest:
             # Tokens each layer keeps, by its KV cache group (the pruner's budget rule); None: no budget.
             group_keeps = config.method.group_keeps(config, step.seq_len, block_size, max(layer_groups) + 1)
             self.budget_keeps = None if group_keeps is None else [group_keeps[group] for group in layer_groups]
-            budgeted = self.budget_keeps is not None and self.budget_keeps[0] < step.seq_len
-            self.shares_layers = config.layer_shared_budget and (budgeted or step.keeps_scores)
+            # Whether the budget prunes this prompt at all (a prompt within it keeps every token).
+            self.budgeted = self.budget_keeps is not None and self.budget_keeps[0] < step.seq_len
+            self.shares_layers = config.layer_shared_budget and (self.budgeted or step.keeps_scores)
             self.decision = PruneDecision(
                 req_id=step.req_id,
                 pruner=config.pruner,
@@ -143,6 +145,10 @@ class LiveRequest:
 
     def keeps_scores(self) -> bool:
         return self.kept_scores is not None
+
+    def budget_scores(self, scores: StepScores, row: int) -> torch.Tensor:
+        """What this request's budget ranks the layer's past tokens by: [M], or [G, M] per KV head."""
+        return scores.budget_scores(row, shared=self.config.budget_heads == "shared")
 
     def wants_budget(self, layer: int) -> bool:
         """Whether this layer keeps its own best tokens right after it runs (a layer-shared budget waits)."""
@@ -412,18 +418,10 @@ class PruningStep:
             if not live.wants_budget(layer_index):
                 continue
             count, keep = live.count, live.budget_keeps[layer_index]
-            shared = live.config.budget_heads == "shared"
-            ranked = scores.budget_scores(row, shared=shared)
-            kept = budget_select(
-                ranked,
-                count,
-                keep,
-                live.config.window,
-                stack.num_kv_heads,
-            )
+            ranked = live.budget_scores(scores, row)
+            kept = budget_select(ranked, count, keep, live.config.window, stack.num_kv_heads)
             if live.keeps_scores():
-                past = kept[: 1 if shared else kept.shape[0], : keep - live.config.window]
-                live.kept_scores[layer_index] = ranked.view(-1, ranked.shape[-1]).gather(1, past.to(ranked.device))
+                live.kept_scores[layer_index] = kept_past_scores(ranked, kept, keep, live.config.window)
             start = starts[index]
             kept_keys.append(gather_per_head(keys[start : start + count], kept))
             kept_values.append(gather_per_head(values[start : start + count], kept))
@@ -440,7 +438,7 @@ class PruningStep:
         for index, row in row_of.items():
             live = lives[index]
             if live.keeps_scores() and not live.shares_layers and live.kept_scores[layer_index] is None:
-                ranked = scores.budget_scores(row, shared=live.config.budget_heads == "shared")
+                ranked = live.budget_scores(scores, row)
                 live.kept_scores[layer_index] = ranked.view(-1, ranked.shape[-1]).clone()
 
     def _add_layer_shares(
@@ -451,7 +449,7 @@ class PruningStep:
             live = lives[index]
             if not live.shares_layers:
                 continue
-            ranked = layer_shares(scores.budget_scores(row, shared=live.config.budget_heads == "shared"))
+            ranked = layer_shares(live.budget_scores(scores, row))
             prompt_rows = live.rows - live.step.row_start
             if live.layer_scores is None:
                 live.layer_scores = ranked.new_zeros((*ranked.shape[:-1], live.step.seq_len))
@@ -469,7 +467,7 @@ class PruningStep:
         stack = self.stack
         num_tokens, window = live.step.seq_len, live.config.window
         device = live.layer_scores.device
-        if live.budget_keeps is None or live.budget_keeps[0] >= num_tokens:
+        if not live.budgeted:
             for layer, (_, rows) in live.layer_rows.items():
                 past = rows[: len(rows) - window].to(device)
                 live.kept_scores[layer] = live.layer_scores[..., past].reshape(-1, len(past))
@@ -489,9 +487,7 @@ class PruningStep:
             row = tables[self.layer_groups[layer]].block_table[live.table_row]
             dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
         if live.keeps_scores():
-            ranked = ranked.reshape(-1, ranked.shape[-1])
-            shared_scores = ranked.gather(1, kept[: ranked.shape[0], : keep - window].to(device))
-            live.kept_scores[:] = [shared_scores] * len(live.kept_scores)
+            live.kept_scores[:] = [kept_past_scores(ranked, kept, keep, window)] * len(live.kept_scores)
 
     def _propagate(
         self,

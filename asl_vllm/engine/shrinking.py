@@ -37,6 +37,13 @@ class Shrinkable:
     scores: list[torch.Tensor]
 
 
+def kept_past_scores(scores: torch.Tensor, kept: torch.Tensor, keep: int, window: int) -> torch.Tensor:
+    """scores[..., M] of a layer's past tokens, kept[G, keep] (`budget_select`) -> [1 or G, keep - window]:
+    the scores of the kept past tokens, in slot order, as a shrink reads them."""
+    rows = scores.reshape(-1, scores.shape[-1])
+    return rows.gather(1, kept[: rows.shape[0], : keep - window].to(rows.device))
+
+
 class Shrinker:
     """The auto-budget requests of one model runner, with what shrinking them needs."""
 
@@ -82,7 +89,7 @@ class Shrinker:
             row = block_rows[self.layer_groups[layer]]
             slots = (kept + offset).to(device=attention.kv_cache.device, dtype=torch.int32)
             dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
-            entry.scores[layer] = scores.gather(1, kept[: scores.shape[0], : keep - window].to(scores.device))
+            entry.scores[layer] = kept_past_scores(scores, kept, keep, window)
             entry.layer_offsets[layer] = first_slot
         first_of_group = {}
         for layer, group in enumerate(self.layer_groups):
