@@ -16,7 +16,7 @@ from asl_vllm.log import logger
 from asl_vllm.scoring.kv_layout import kv_cache_dtype_problem
 from asl_vllm.vllm_compat.environment import pin_v1_model_runner
 
-CPU_WORKER = "asl_vllm.engine.worker.PruningCPUWorker"
+CPU_WORKER = "asl_vllm.engine.cpu_worker.PruningCPUWorker"
 GPU_WORKER = "asl_vllm.engine.gpu_worker.PruningGPUWorker"
 SCHEDULER = "asl_vllm.engine.scheduler.PruningScheduler"
 

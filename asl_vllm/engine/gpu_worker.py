@@ -6,7 +6,7 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from asl_vllm.engine.model_runner import PruningRunnerMixin
 from asl_vllm.engine.worker_mixin import PruningWorkerMixin
-from asl_vllm.vllm_compat.workers import GPUWorkerHooks
+from asl_vllm.vllm_compat.gpu_worker_hooks import GPUWorkerHooks
 
 
 class PruningGPUModelRunner(PruningRunnerMixin, GPUModelRunner):

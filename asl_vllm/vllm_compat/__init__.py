@@ -38,7 +38,7 @@ Private methods overridden, each behind a named hook:
   and `_model_forward` (vllm/v1/worker/gpu_model_runner.py).
 - `attention_group.ShiftedAttentionGroup`: `AttentionGroup._with_kernel_block_table`
   (vllm/v1/worker/utils.py).
-- `workers.GPUWorkerHooks`: `Worker._make_model_runner` (vllm/v1/worker/gpu_worker.py).
+- `gpu_worker_hooks.GPUWorkerHooks`: `Worker._make_model_runner` (vllm/v1/worker/gpu_worker.py).
 - `kv_cache_managers.BlockFreeingManager`: calls
   `SingleTypeKVCacheManager._remove_blocks_in_range`
   (vllm/v1/core/single_type_kv_cache_manager.py).
@@ -47,7 +47,7 @@ Private state read or written, registry calls, rebinding, environment:
 - `kv_cache_managers`: `KVCacheSpecRegistry._ensure_registered`
   (vllm/v1/kv_cache_spec_registry.py); `KVCacheManager.coordinator.single_type_managers`
   (vllm/v1/core/kv_cache_manager.py, kv_cache_coordinator.py).
-- `workers.building_cpu_runner`: rebinds `vllm.v1.worker.cpu_worker.CPUModelRunner`
+- `cpu_worker_runner.building_cpu_runner`: rebinds `vllm.v1.worker.cpu_worker.CPUModelRunner`
   while `CPUWorker.init_device` runs.
 - `forward_context.LayerContexts`: replaces per-layer entries of
   `ForwardContext.attn_metadata` and `.slot_mapping` (vllm/forward_context.py).

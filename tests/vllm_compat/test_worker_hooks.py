@@ -7,7 +7,8 @@ import inspect
 import pytest
 from vllm.v1.worker import cpu_worker, gpu_worker
 
-from asl_vllm.vllm_compat.workers import GPUWorkerHooks, building_cpu_runner
+from asl_vllm.vllm_compat.cpu_worker_runner import building_cpu_runner
+from asl_vllm.vllm_compat.gpu_worker_hooks import GPUWorkerHooks
 
 
 class _Runner:

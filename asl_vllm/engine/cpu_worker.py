@@ -7,7 +7,7 @@ from vllm.v1.worker.cpu_worker import CPUWorker
 
 from asl_vllm.engine.model_runner import PruningRunnerMixin
 from asl_vllm.engine.worker_mixin import PruningWorkerMixin
-from asl_vllm.vllm_compat.workers import building_cpu_runner
+from asl_vllm.vllm_compat.cpu_worker_runner import building_cpu_runner
 
 
 class PruningCPUModelRunner(PruningRunnerMixin, CPUModelRunner):
