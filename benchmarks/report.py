@@ -1,7 +1,7 @@
 """Run the benchmarks and write the README's results section (between its markers).
 
-Runs `benchmarks.niah`, `benchmarks.ruler` and `benchmarks.serving` at their small size,
-or at full size with --full (each is also a command of its own), printing the plan's
+Runs `benchmarks.accuracy.niah`, `benchmarks.accuracy.ruler` and `benchmarks.serving.performance`
+at their small size, or at full size with --full (each is also a command of its own), printing the plan's
 estimated time first, then replaces the part of README.md between the results markers
 with their tables, plots, targets, the exact command and the machine. Every benchmark
 rewrites its JSON after each result, so a stopped run still leaves tables:
@@ -25,15 +25,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import niah, ruler, serving
-from benchmarks.machine import one_line
-from benchmarks.time_estimate import describe
+from benchmarks.accuracy import niah, ruler
+from benchmarks.common.machine import one_line
+from benchmarks.common.time_estimate import describe
+from benchmarks.serving import performance
 
 # Committed beside the README, so the section's plots show wherever the README is read.
 REPORT_ROOT = Path("docs") / "benchmark-results"
 START = "<!-- benchmark-results:start -->"
 END = "<!-- benchmark-results:end -->"
-BENCHMARKS: dict[str, ModuleType] = {"niah": niah, "ruler": ruler, "serving": serving}
+BENCHMARKS: dict[str, ModuleType] = {"niah": niah, "ruler": ruler, "serving": performance}
 TITLES = {
     "niah": "Needle in a haystack",
     "ruler": "RULER-style synthetic tasks",
@@ -79,7 +80,7 @@ def render(documents: dict[str, dict[str, Any]], command: str, readme_dir: Path)
     for name, document in documents.items():
         folder = Path(document["settings"]["out"])
         link = Path(os.path.relpath(folder.resolve(), readme_dir)).as_posix()
-        command = f"python -m benchmarks.{name}" + (" --full" if document["settings"].get("full") else "")
+        command = f"python -m {BENCHMARKS[name].__name__}" + (" --full" if document["settings"].get("full") else "")
         lines += ["", f"#### {TITLES[name]}", "", f"`{command}`: {progress(document)}.", ""]
         lines.append(BENCHMARKS[name].render(document, link))
     return "\n".join(lines)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.only:
         forwarded = ["--out", str(root / name), *shared, *(["--resume"] if args.resume else [])]
         if not args.no_run:
-            print(f"== python -m benchmarks.{name} {shlex.join(forwarded)}")
+            print(f"== python -m {BENCHMARKS[name].__name__} {shlex.join(forwarded)}")
             BENCHMARKS[name].main(forwarded)
         path = root / name / f"{name}.json"
         if path.exists():

@@ -1,7 +1,9 @@
 import json
 
-from benchmarks import niah, report, ruler, serving
-from benchmarks.results_file import ResultsFile
+from benchmarks import report
+from benchmarks.accuracy import niah, ruler
+from benchmarks.common.results_file import ResultsFile
+from benchmarks.serving import tables as serving_tables
 
 SHARED = "asl,B=2048,heads=shared,layers=shared,k=2048,tau=0.3"
 PER_LAYER = "asl,B=2048,heads=shared,layers=per-layer,k=2048,tau=0.3"
@@ -101,7 +103,7 @@ def test_serving_medians_and_ratios_to_vllm_default_mode():
                     "tokens_per_s": 10.0,
                 }
             )
-    table = serving.serving_tables.load_table(records)
+    table = serving_tables.load_table(records)
     assert (
         "| none | 4000 x 1 | 3 | 3.00 (2.00-4.00) | 1.00 | 30.0 (30.0-30.0) | 1.00 | 10.0 (10.0-10.0) | 1.00 |" in table
     )
@@ -112,7 +114,7 @@ def test_report_section_names_command_machine_and_a_partial_run(tmp_path):
     section = report.render({"niah": needle_document(complete=False)}, "python -m benchmarks.report --full", tmp_path)
     assert "Produced by `python -m benchmarks.report --full` on Test CPU, 2 cores, no GPU" in section
     assert (
-        "`python -m benchmarks.niah --full`: PARTIAL: stopped after 80 of 128 results, 10 min 00 s "
+        "`python -m benchmarks.accuracy.niah --full`: PARTIAL: stopped after 80 of 128 results, 10 min 00 s "
         "(estimated 11 min 40 s for all)." in section
     )
     assert "| none | 100 [84, 100] (n=20) |" in section

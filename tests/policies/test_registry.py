@@ -13,7 +13,7 @@ from asl_vllm.config import PrunerConfig, PrunerConfigError
 from asl_vllm.policies import Pruner, make_policy
 from asl_vllm.policies.registry import PRUNERS, REGISTRY, with_capability
 from asl_vllm.request_config import request_config
-from benchmarks import pruners as bench
+from benchmarks.common import configs as bench
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,1 @@
+"""The scoring kernels timed against their torch path; imports only torch, triton and the scoring core (no vLLM)."""
