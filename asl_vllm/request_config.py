@@ -13,73 +13,56 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.config import AUTO_BUDGET, BUDGET_LAYERS, FLAGS, PrunerConfig, PrunerConfigError
+from asl_vllm.config import PrunerConfig
 from asl_vllm.policies.registry import has_capability
-
-# vllm_xargs key -> PrunerConfig field.
-REQUEST_KEYS = {
-    "kv_pruner": "pruner",
-    "kv_budget": "kv_budget",
-    "asl_tau": "tau",
-    "asl_select_k": "select_k",
-    "asl_two_pass": "two_pass",
-    "kv_budget_heads": "budget_heads",
-    "kv_budget_layers": "budget_layers",
-}
-_FIELD_TO_KEY = {field: key for key, field in REQUEST_KEYS.items()}
-_FLAG_TO_KEY = {FLAGS[field]: key for field, key in _FIELD_TO_KEY.items()}
-# The settings of --kv-budget auto, as a config without it has them.
-AUTO_DEFAULTS = {
-    name: getattr(PrunerConfig(), name) for name in ("kv_budget_min", "kv_budget_auto_low", "kv_budget_auto_high")
-}
+from asl_vllm.settings import AUTO_BUDGET, PrunerConfigError, settings_of
 
 
 def request_config(server: PrunerConfig, extra_args: dict[str, Any] | None) -> PrunerConfig:
-    """The effective config of one request; raises PrunerConfigError naming the request field."""
-    changes = {REQUEST_KEYS[key]: value for key, value in (extra_args or {}).items() if key in REQUEST_KEYS}
+    """The effective config of one request; raises PrunerConfigError naming the request field.
+
+    The request keys and each value's check come from the settings' declarations (`request_key`).
+    """
+    settings = settings_of(type(server))
+    by_key = {declared.request_key: declared for declared in settings.values() if declared.request_key}
+    changes = {
+        by_key[key].name: by_key[key].request_value(value) for key, value in (extra_args or {}).items() if key in by_key
+    }
     if not changes:
         return server
-    if "two_pass" in changes:
-        changes["two_pass"] = _request_bool("asl_two_pass", changes["two_pass"])
-    if "budget_layers" in changes and changes["budget_layers"] is None:
-        raise PrunerConfigError("kv_budget_layers", f"must be one of {', '.join(BUDGET_LAYERS)}, got None")
+    first_key = settings[next(iter(changes))].request_key
     if not server.enabled:
-        key = _FIELD_TO_KEY[next(iter(changes))]
-        raise PrunerConfigError(key, "needs a server started with --kv-pruner")
+        raise PrunerConfigError(first_key, "needs a server started with --kv-pruner")
     pruner = changes.get("pruner", server.pruner)
     if has_capability(pruner, "prunes") is False:
         return dataclasses.replace(server, pruner=pruner)
     if "kv_budget" in changes and changes["kv_budget"] is None and server.kv_budget is not None:
         raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
     merged = {**server.to_dict(), **changes}
-    if pruner != server.pruner or not has_capability(pruner, "reference_fixed_layer"):
-        merged["fixed_layer"] = None
-    if not has_capability(pruner, "two_pass_option") and "two_pass" not in changes:
-        merged["two_pass"] = False
+    if pruner != server.pruner:
+        # The settings of the server's pruner (a fixed layer, two-pass) stay behind unless the request sets them.
+        merged.update(
+            {
+                name: declared.default
+                for name, declared in settings.items()
+                if declared.capability and name not in changes
+            }
+        )
     if merged["kv_budget"] != AUTO_BUDGET:
         # A request fixing its own budget on a --kv-budget auto server leaves the auto settings behind.
-        merged.update({name: AUTO_DEFAULTS[name] for name in AUTO_DEFAULTS})
+        merged.update({name: declared.default for name, declared in settings.items() if declared.auto_budget_only})
     try:
-        config = PrunerConfig(**merged).validate()
+        config = type(server)(**merged).validate()
     except PrunerConfigError as error:
         # A rule between two settings (e.g. window <= select-k) is blamed on a field the request set.
-        key = _FLAG_TO_KEY.get(error.flag)
-        if key is None or REQUEST_KEYS[key] not in changes:
-            key = _FIELD_TO_KEY[next(iter(changes))]
-        raise PrunerConfigError(key, str(error).split(": ", 1)[-1]) from None
+        blamed = [settings[name].request_key for name in changes if settings[name].flag == error.flag]
+        raise PrunerConfigError((blamed or [first_key])[0], str(error).split(": ", 1)[-1]) from None
     if isinstance(server.kv_budget, int):
         if config.budget_auto:
             raise PrunerConfigError("kv_budget", f"may not lift the server's --kv-budget ({server.kv_budget})")
         if config.kv_budget > server.kv_budget:
             raise PrunerConfigError("kv_budget", f"must be <= the server's --kv-budget ({server.kv_budget})")
     return config
-
-
-def _request_bool(key: str, value: Any) -> bool:
-    """true/false; the OpenAI server's `vllm_xargs` schema delivers JSON true/false as 1/0."""
-    if isinstance(value, (bool, int)) and value in (0, 1):
-        return bool(value)
-    raise PrunerConfigError(key, f"must be true or false, got {value!r}")
 
 
 def requested_pruner(server: PrunerConfig, sampling_params: Any) -> str:

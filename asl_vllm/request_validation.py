@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from vllm.exceptions import VLLMValidationError
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.request_config import REQUEST_KEYS, request_config
+from asl_vllm.request_config import request_config
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -25,11 +25,8 @@ if TYPE_CHECKING:
 
 def check_request(server: PrunerConfig, sampling_params: SamplingParams) -> None:
     """Raise VLLMValidationError naming the `vllm_xargs` field when a request's pruner settings are bad."""
-    extra_args = sampling_params.extra_args or {}
-    if not any(key in REQUEST_KEYS for key in extra_args):
-        return
     try:
-        request_config(server, extra_args)
+        request_config(server, sampling_params.extra_args)
     except PrunerConfigError as error:
         raise VLLMValidationError(f"vllm_xargs.{error}") from None
 

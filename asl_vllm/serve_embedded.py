@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from asl_vllm.config import FLAGS
 from asl_vllm.embedded_model import MODEL_NAME, materialize
+from asl_vllm.settings import FLAGS
 from asl_vllm.vllm_compat.environment import default_cpu_kv_cache_space
 
 SERVED_NAME = "smollm2-135m-instruct"

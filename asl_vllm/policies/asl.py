@@ -21,7 +21,7 @@ from asl_vllm.scoring.reference import AdaptiveLayerRule
 from asl_vllm.scoring.step_scores import StepScores
 
 if TYPE_CHECKING:
-    from asl_vllm.config import PrunerConfig
+    from asl_vllm.settings import PrunerSettings
 
 
 class ASL(Pruner):
@@ -34,7 +34,7 @@ class ASL(Pruner):
     selects = True
     two_pass_option = True
 
-    def __init__(self, config: PrunerConfig) -> None:
+    def __init__(self, config: PrunerSettings) -> None:
         super().__init__(config)
         assert config.min_layer is not None, "config must be resolved against the model"
         self.rule = AdaptiveLayerRule(

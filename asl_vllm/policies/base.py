@@ -20,7 +20,7 @@ from asl_vllm.budget import kept_tokens
 from asl_vllm.scoring.step_scores import StepScores
 
 if TYPE_CHECKING:
-    from asl_vllm.config import PrunerConfig
+    from asl_vllm.settings import PrunerSettings
 
 
 class Pruner:
@@ -45,7 +45,7 @@ class Pruner:
     uniform_budget: ClassVar[bool] = True
     two_pass: bool = False
 
-    def __init__(self, config: PrunerConfig) -> None:
+    def __init__(self, config: PrunerSettings) -> None:
         self.config = config
 
     def wants_scores(self, layer: int) -> bool:
@@ -63,7 +63,7 @@ class Pruner:
         return scores.token_scores[row, : scores.lengths[row]]
 
     @classmethod
-    def group_keeps(cls, config: PrunerConfig, num_tokens: int, block_size: int, num_groups: int) -> list[int] | None:
+    def group_keeps(cls, config: PrunerSettings, num_tokens: int, block_size: int, num_groups: int) -> list[int] | None:
         """Tokens every layer of each KV cache group keeps of a `num_tokens` prompt (None: no budget)."""
         if config.kv_budget is None:
             return None

@@ -9,7 +9,7 @@ from asl_vllm.policies.base import Pruner
 from asl_vllm.scoring.step_scores import StepScores
 
 if TYPE_CHECKING:
-    from asl_vllm.config import PrunerConfig
+    from asl_vllm.settings import PrunerSettings
 
 
 class FastKV(Pruner):
@@ -18,7 +18,7 @@ class FastKV(Pruner):
     reference_fixed_layer = 15
     selects = True
 
-    def __init__(self, config: PrunerConfig) -> None:
+    def __init__(self, config: PrunerSettings) -> None:
         super().__init__(config)
         assert config.fixed_layer is not None, "config must be resolved against the model"
         self.layer = config.fixed_layer

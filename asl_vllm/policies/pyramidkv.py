@@ -18,7 +18,7 @@ from asl_vllm.budget import kept_tokens
 from asl_vllm.policies.snapkv import SnapKV
 
 if TYPE_CHECKING:
-    from asl_vllm.config import PrunerConfig
+    from asl_vllm.settings import PrunerSettings
 
 # PyramidKV's ratio of the mean budget to the deepest layer's.
 BETA = 20
@@ -33,7 +33,7 @@ class PyramidKV(SnapKV):
     uniform_budget = False
 
     @classmethod
-    def group_keeps(cls, config: PrunerConfig, num_tokens: int, block_size: int, num_groups: int) -> list[int] | None:
+    def group_keeps(cls, config: PrunerSettings, num_tokens: int, block_size: int, num_groups: int) -> list[int] | None:
         if config.kv_budget is None:
             return None
         return pyramid_keeps(num_tokens, config.kv_budget, block_size, num_groups, config.window)

@@ -13,7 +13,7 @@ from asl_vllm.policies.pyramidkv import PyramidKV
 from asl_vllm.policies.snapkv import SnapKV
 
 if TYPE_CHECKING:
-    from asl_vllm.config import PrunerConfig
+    from asl_vllm.settings import PrunerSettings
 
 # In the order --kv-pruner lists them.
 REGISTRY: dict[str, type[Pruner]] = {cls.name: cls for cls in (NoPruner, ASL, FastKV, GemFilter, SnapKV, PyramidKV)}
@@ -36,7 +36,7 @@ def has_capability(name: str, capability: str) -> bool | None:
     return None if cls is None else bool(getattr(cls, capability))
 
 
-def make_policy(config: PrunerConfig) -> Pruner:
+def make_policy(config: PrunerSettings) -> Pruner:
     """The selection rule of one pruning prefill under a resolved config."""
     cls = pruner_class(config.pruner)
     if not cls.prunes:

@@ -24,9 +24,10 @@ import functools
 from typing import Any
 
 from asl_vllm.cli_args import add_pruner_args, pruner_config_from_namespace
-from asl_vllm.config import ADDITIONAL_CONFIG_KEY, FLAGS, PrunerConfig
+from asl_vllm.config import ADDITIONAL_CONFIG_KEY, PrunerConfig
 from asl_vllm.engine_settings import apply_engine_settings, resolve_for_model
 from asl_vllm.log import logger
+from asl_vllm.settings import FLAGS
 from asl_vllm.vllm_compat.patching import is_patched, marked
 from asl_vllm.vllm_compat.request_outputs import wrap_request_outputs
 from asl_vllm.vllm_compat.stream_generators import wrap_stream_generators
