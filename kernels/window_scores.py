@@ -285,7 +285,8 @@ def paged_window_histogram(
     stats_max = torch.empty(num_reqs, head_blocks, plan.num_splits, plan.rows, dtype=torch.float32, device=q_win.device)
     stats_sum = torch.empty_like(stats_max)
     table = block_table.to(torch.int32)
-    lens = seq_lens.to(device=q_win.device, dtype=torch.int32)
+    # From the host when the caller has the lengths there (no sync either way: they were read above).
+    lens = seq_lens.to(device=q_win.device, dtype=torch.int32, non_blocking=True)
     common = dict(
         GROUP=group,
         MEMBERS=plan.members,

@@ -6,7 +6,7 @@
 # decide its contents, so repeated runs and CI reuse it; ASL_VLLM_VENV overrides.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="$(cat "$root/setup.py" "$root/scripts/ensure_env.sh" "$root/scripts/install_env.sh" | sha256sum | cut -c1-16)"
+key="$(cat "$root/setup.py" "$root/asl_vllm/vllm_compat/versions.py" "$root/scripts/ensure_env.sh" "$root/scripts/install_env.sh" | sha256sum | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/asl-vllm"
 venv="${ASL_VLLM_VENV:-$cache/venv-$key}"
 python="${PYTHON:-python3}"

@@ -9,6 +9,7 @@ kernels unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from vllm.v1.attention.backend import CommonAttentionMetadata
@@ -29,3 +30,20 @@ class OffsetAttentionGroup(ShiftedAttentionGroup):
     def shift_metadata(self, common_attn_metadata: CommonAttentionMetadata) -> CommonAttentionMetadata:
         assert self.kv_offsets is not None
         return self.kv_offsets.shift(self.kv_cache_group_id, common_attn_metadata)
+
+
+def check_whole_blocks(groups: Iterable[OffsetAttentionGroup]) -> None:
+    """Refuse a backend that splits the KV cache manager's blocks into smaller kernel blocks.
+
+    The pruning step compacts and shrinks KV through the manager's block ids and
+    block size; against a cache shaped in kernel blocks those address the wrong
+    tokens. Decode steps alone would be right (the shift precedes vLLM's mapping).
+    """
+    for group in groups:
+        kernel = group.kernel_block_split()
+        if kernel is not None:
+            raise RuntimeError(
+                f"KV pruning needs KV cache blocks that the attention backend reads whole: "
+                f"{group.backend.get_name()} splits {group.kv_cache_spec.block_size}-token blocks into "
+                f"{kernel}-token kernel blocks; pass --block-size {kernel}"
+            )

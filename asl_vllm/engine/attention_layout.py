@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from vllm.v1.attention.backend import CommonAttentionMetadata
 
+from asl_vllm.device_upload import to_device
+
 
 @dataclass(frozen=True)
 class RequestView:
@@ -39,7 +41,7 @@ class StepTables:
             return self
         index = torch.tensor(requests, dtype=torch.long)
         return StepTables(
-            self.block_table[index.to(self.block_table.device)], self.block_size, self.is_prefilling[index]
+            self.block_table[to_device(index, self.block_table.device)], self.block_size, self.is_prefilling[index]
         )
 
 
@@ -57,9 +59,9 @@ def build_common_metadata(
     seq_lens_cpu = torch.tensor([view.seq_len - view.kv_offset for view in views], dtype=torch.int32)
     block_table = _shifted_block_table(tables, views)
     return CommonAttentionMetadata(
-        query_start_loc=query_start_loc_cpu.to(device),
+        query_start_loc=to_device(query_start_loc_cpu, device),
         query_start_loc_cpu=query_start_loc_cpu,
-        seq_lens=seq_lens_cpu.to(device),
+        seq_lens=to_device(seq_lens_cpu, device),
         seq_lens_cpu_upper_bound=seq_lens_cpu,
         num_reqs=num_reqs,
         num_actual_tokens=int(rows.sum()),

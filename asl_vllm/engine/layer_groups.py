@@ -6,7 +6,8 @@ attention type normally merge into one group; `LayerBucketSpec` is a full
 attention spec that also carries the index of its bucket of consecutive layers,
 and refuses to merge across buckets, so `get_kv_cache_groups` forms one group
 per bucket (its uniform-page-size path: every bucket has the same layer count
-and page size). Every decoder layer of a pruning engine carries this spec (one
+and page size; vllm/v1/core/kv_cache_utils.py in 0.32, kv_cache_planning.py
+from 0.33, unchanged). Every decoder layer of a pruning engine carries this spec (one
 bucket when there is one group), so vLLM manages each group with
 `asl_vllm.engine.head_manager.PrunedHeadManager`, which frees pruned heads.
 """

@@ -10,7 +10,7 @@ CUDA graphs); a pruned request differs there only in its attention metadata
 positions.
 
 Overrides vLLM's public `load_model`, `get_kv_cache_spec`,
-`initialize_attn_backend`, `initialize_kv_cache`, `profile_run` and
+`initialize_attn_backend`, `initialize_metadata_builders`, `initialize_kv_cache`, `profile_run` and
 `sample_tokens`, and implements the hooks of
 `asl_vllm.vllm_compat.model_runner.RunnerHooks` (vLLM's private steps). The
 decisions of a step travel to the scheduler on that step's
@@ -25,12 +25,12 @@ from collections import deque
 from typing import Any
 
 import torch
-from vllm.config import CompilationMode, CUDAGraphMode
+from vllm.config import CompilationMode
 from vllm.v1.attention.backend import CommonAttentionMetadata
 from vllm.v1.kv_cache_interface import KVCacheSpec
 
-from asl_vllm.config import from_vllm_config
-from asl_vllm.engine.attention_groups import OffsetAttentionGroup
+from asl_vllm.config import PrunerConfig, from_vllm_config
+from asl_vllm.engine.attention_groups import OffsetAttentionGroup, check_whole_blocks
 from asl_vllm.engine.attention_layout import StepTables
 from asl_vllm.engine.decision_channel import with_decisions
 from asl_vllm.engine.decisions import PruneDecision
@@ -43,8 +43,9 @@ from asl_vllm.engine.shrinking import Shrinker
 from asl_vllm.request_config import prefill_prune_config
 from asl_vllm.scoring.head_shards import tensor_parallel_shards
 from asl_vllm.scoring.kv_layout import check_backend
-from asl_vllm.scoring.memory import scoring_transient_bytes
+from asl_vllm.scoring.memory import layer_loop_bytes, scoring_transient_bytes
 from asl_vllm.scoring.warmup import triton_runs_on, warm_up_kernels
+from asl_vllm.vllm_compat.attention_workspace import share_workspace
 from asl_vllm.vllm_compat.model_runner import RunnerHooks
 
 DECISIONS_KEPT = 1024
@@ -84,15 +85,24 @@ class PruningRunnerMixin(RunnerHooks):
             block_size=block_sizes.pop(),
             max_num_reqs=self.max_num_reqs,
             device=self.device,
-            always_shift=self.compilation_config.cudagraph_mode != CUDAGraphMode.NONE,
+            # Only FULL graphs replay attention with the tensors of capture; PIECEWISE runs it eagerly.
+            always_shift=self.compilation_config.cudagraph_mode.has_full_cudagraphs(),
         )
         self.attn_groups = [
             [OffsetAttentionGroup.wrap(group, self.kv_offsets) for group in attn] for attn in self.attn_groups
         ]
 
+    def initialize_metadata_builders(self, *args: Any, **kwargs: Any) -> None:
+        """vLLM's builders, with one attention workspace for all KV cache groups (as Model Runner V2 does)."""
+        super().initialize_metadata_builders(*args, **kwargs)
+        share_workspace(
+            builder for groups in self.attn_groups for group in groups for builder in group.metadata_builders
+        )
+
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
         check_backend(*(group.backend.get_name() for groups in self.attn_groups for group in groups))
+        check_whole_blocks(group for groups in self.attn_groups for group in groups)
         groups = self.kv_cache_config.kv_cache_groups
         group_of = {name: index for index, group in enumerate(groups) for name in group.layer_names}
         stack = self.pruner_stack
@@ -128,10 +138,12 @@ class PruningRunnerMixin(RunnerHooks):
         )
 
     def profile_run(self, *args: Any, **kwargs: Any) -> None:
-        """vLLM sizes the KV cache from this run's peak memory: hold, meanwhile, what scoring a pruning
-        prefill of the step's whole token budget allocates beside the model's own activations."""
+        """vLLM sizes the KV cache from this run's peak memory: hold, meanwhile, what a pruning prefill of the
+        step's whole token budget allocates beside the model's own activations (scoring and the loop's buffers)."""
         stack, config = self.pruner_stack, self.pruner_config
-        transient = scoring_transient_bytes(
+        transient = layer_loop_bytes(
+            self.max_num_tokens, self.model_config.get_hidden_size(), self.model_config.dtype
+        ) + scoring_transient_bytes(
             self.max_num_tokens,
             stack.num_heads,
             stack.num_kv_heads,
@@ -213,37 +225,49 @@ class PruningRunnerMixin(RunnerHooks):
         return with_decisions(output, decisions) if decisions else output
 
     def _plan_steps(self) -> list[RequestStep] | None:
-        """This step's requests when one of them is a whole prefill to prune; None otherwise."""
+        """This step's requests when one of them is a whole prefill to prune; None otherwise.
+
+        Only a request starting from token 0 can be one, so a step without such a row (every decode
+        step) costs one vectorized comparison; the per-request list is built only for a pruning step."""
         num_reqs = self.input_batch.num_reqs
-        starts = self.query_start_loc.cpu[: num_reqs + 1].tolist()
-        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs].tolist()
+        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs]
+        fresh = (computed == 0).nonzero()[0].tolist()
+        if not fresh:
+            return None
+        starts = self.query_start_loc.np[: num_reqs + 1].tolist()
+        req_ids = self.input_batch.req_ids[:num_reqs]
         num_layers = self.pruner_stack.num_layers
+        configs: dict[int, PrunerConfig] = {}
+        for row in fresh:
+            num_rows = starts[row + 1] - starts[row]
+            state = self.requests[req_ids[row]]
+            if num_rows == state.num_tokens:
+                config = prefill_prune_config(self.pruner_config, state.sampling_params, num_rows, num_layers)
+                if config is not None:
+                    configs[row] = config
+        if not configs:
+            return None
+        computed_tokens = computed.tolist()
         steps = []
-        any_pruning = False
-        for index, req_id in enumerate(self.input_batch.req_ids[:num_reqs]):
-            num_rows = starts[index + 1] - starts[index]
-            seq_len = computed[index] + num_rows
-            prune_config = None
-            state = self.requests[req_id]
-            if computed[index] == 0 and num_rows == state.num_tokens:
-                prune_config = prefill_prune_config(self.pruner_config, state.sampling_params, seq_len, num_layers)
+        for row, req_id in enumerate(req_ids):
+            prune_config = configs.get(row)
             keeps_scores = prune_config is not None and prune_config.budget_auto
             if keeps_scores:
                 prune_config = prune_config.with_budget(self._auto_budgets.pop(req_id, None))
             pruned = self.kv_offsets.requests.get(req_id)
-            any_pruning |= prune_config is not None
+            num_rows = starts[row + 1] - starts[row]
             steps.append(
                 RequestStep(
                     req_id,
-                    starts[index],
+                    starts[row],
                     num_rows,
-                    seq_len,
+                    computed_tokens[row] + num_rows,
                     prune_config,
                     None if pruned is None else pruned.group_offsets,
                     keeps_scores,
                 )
             )
-        return steps if any_pruning else None
+        return steps
 
     def pruned_requests_held(self) -> int:
         """Requests whose KV offsets this runner still applies (0 once every pruned request is gone)."""

@@ -34,6 +34,13 @@ scores that rank tokens are summed over the TP group first (`StepScores`,
 offsets and slots; only a per-KV-head budget keeps, per KV head, tokens of
 that head's own scores (which, for a replicated KV head, are summed over its
 replicas). The layers' own collectives then see the same rows on every rank.
+
+On CUDA the loop waits for the device only where the rule needs a value on
+the host: the rank variances of each layer at which an ASL request decides
+(`ASL.observe_all`, one read for the step's requests), a selection's kept rows
+(how many rows the deeper layers run), and a layer-shared budget's kept set
+once per request after the last layer. Row indices, lengths and slots are
+built on the host and uploaded asynchronously (`asl_vllm.device_upload`).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from vllm.v1.attention.backend import CommonAttentionMetadata
 
 from asl_vllm.budget import kept_tokens
 from asl_vllm.config import PrunerConfig
+from asl_vllm.device_upload import to_device
 from asl_vllm.engine.attention_layout import RequestView, StepTables, build_common_metadata
 from asl_vllm.engine.capture import AttentionCapture
 from asl_vllm.engine.compaction import gather_per_head, write_tokens
@@ -99,7 +107,7 @@ class LiveRequest:
         self.table_row = table_row
         self.rows = torch.arange(step.row_start, step.row_start + step.num_rows)
         self.slot_rows = self.rows
-        self.positions = positions[self.rows.to(positions.device)]
+        self.positions = positions[to_device(self.rows, positions.device)]
         self.kv_offset = 0
         self.decision: PruneDecision | None = None
         # A single-pass selection waiting for its propagation layer: (that layer, local rows kept).
@@ -164,7 +172,7 @@ class LiveRequest:
         step = self.step
         keep = len(local)
         self.rows = self.rows[local]
-        self.positions = self.positions[local.to(self.positions.device)]
+        self.positions = self.positions[to_device(local, self.positions.device)]
         self.slot_rows = torch.arange(step.row_start + step.seq_len - keep, step.row_start + step.seq_len)
         self.kv_offset = step.seq_len - keep
 
@@ -281,7 +289,8 @@ class PruningStep:
             if key != layout_key:
                 layout_key = key
                 layer_positions = torch.cat([live.positions for live in lives])
-                slots = full_slots[layer_index][torch.cat([live.slot_rows for live in lives])]
+                slot_index = torch.cat([live.slot_rows for live in lives])
+                slots = full_slots[layer_index][to_device(slot_index, full_slots[layer_index].device)]
                 layer_tables = tables[group].select([live.table_row for live in lives])
                 common = build_common_metadata(layer_tables, views, slots, layer_positions)
                 metadata = self.build_metadata(common, group)
@@ -295,7 +304,7 @@ class PruningStep:
                 lives = [live for live in lives if live.rerun_rows is None]
                 if not lives:
                     return
-        full[torch.cat([live.rows for live in lives])] = self.stack.final_norm(hidden, residual)
+        full[to_device(torch.cat([live.rows for live in lives]), full.device)] = self.stack.final_norm(hidden, residual)
 
     def _rerun(
         self,
@@ -310,9 +319,9 @@ class PruningStep:
         """The second pass of two-pass requests: all layers, selected tokens only, fresh positions."""
         rows = torch.cat([live.rows for live in reruns])
         if embeddings is not None:
-            hidden = embeddings[rows.to(embeddings.device)]
+            hidden = embeddings[to_device(rows, embeddings.device)]
         else:
-            hidden = self.stack.embed(input_ids[rows.to(input_ids.device)])
+            hidden = self.stack.embed(input_ids[to_device(rows, input_ids.device)])
         self._run_layers(context, reruns, hidden, tables, full_slots, full)
 
     def _after_layer(
@@ -453,7 +462,7 @@ class PruningStep:
             prompt_rows = live.rows - live.step.row_start
             if live.layer_scores is None:
                 live.layer_scores = ranked.new_zeros((*ranked.shape[:-1], live.step.seq_len))
-            live.layer_scores[..., prompt_rows[: ranked.shape[-1]].to(ranked.device)] += ranked
+            live.layer_scores[..., to_device(prompt_rows[: ranked.shape[-1]], ranked.device)] += ranked
             live.layer_rows[layer_index] = (live.kv_offset, prompt_rows)
 
     def _keep_layer_shared(self, live: LiveRequest, tables: Sequence[StepTables]) -> None:
@@ -469,11 +478,11 @@ class PruningStep:
         device = live.layer_scores.device
         if not live.budgeted:
             for layer, (_, rows) in live.layer_rows.items():
-                past = rows[: len(rows) - window].to(device)
+                past = to_device(rows[: len(rows) - window], device)
                 live.kept_scores[layer] = live.layer_scores[..., past].reshape(-1, len(past))
             return
         final_rows = live.rows - live.step.row_start
-        ranked = live.layer_scores[..., final_rows[: live.count - window].to(device)]
+        ranked = live.layer_scores[..., to_device(final_rows[: live.count - window], device)]
         keep = min(live.budget_keeps[0], live.count)
         kept = budget_select(ranked, live.count, keep, window, stack.num_kv_heads)
         kept_prompt = final_rows[kept.cpu()]
@@ -483,7 +492,7 @@ class PruningStep:
                 continue
             attention = stack.attentions[layer]
             slots = offset + torch.searchsorted(rows, kept_prompt)
-            slots = slots.to(device=attention.kv_cache.device, dtype=torch.int32)
+            slots = to_device(slots.to(torch.int32), attention.kv_cache.device)
             row = tables[self.layer_groups[layer]].block_table[live.table_row]
             dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
         if live.keeps_scores():
@@ -514,5 +523,5 @@ class PruningStep:
                 keep_rows.append(torch.arange(start, start + live.count))
         if not changed:
             return hidden, residual
-        index_tensor = torch.cat(keep_rows).to(hidden.device) if keep_rows else torch.empty(0, dtype=torch.long)
+        index_tensor = to_device(torch.cat(keep_rows) if keep_rows else torch.empty(0, dtype=torch.long), hidden.device)
         return hidden[index_tensor], residual[index_tensor]

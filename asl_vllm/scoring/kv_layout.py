@@ -11,7 +11,10 @@ it. The backends split C in two ways, each in its own `do_kv_cache_update`:
   rows and V the last N (`kv_cache.view(B, G, 2N, d).chunk(2, dim=2)`); and
   `cpu_attn_reshape_and_cache` stores each head's K transposed, as `[d, N]`,
   for the ISAs `vec` and `vec16` (tests pin this against the op). `amx` packs
-  K and V into AMX tiles, which no strided view describes: refused.
+  K and V into AMX tiles, which no strided view describes, and `neon`, `rvv`,
+  `vxe`, `vsx` are unverified: refused here. A pruning engine never meets them
+  mid-step: `vllm_compat.cpu_attention_isa` runs `vec` where vLLM picks `amx`,
+  and the engine's configuration refuses hosts whose ISA has no readable stand-in.
 Every reader (the Triton kernels and the torch references) takes its
 `[num_blocks, block_size, G, d]` views from `key_view`/`kv_views`, so these
 functions alone decide which bytes are K. `DENSE` is a plain K (or V) tensor
@@ -21,7 +24,7 @@ fp8 caches are stored as uint8 and viewed as the fp8 type the backend's write
 produces (see `_fp8_dtype`); readers dequantize with the layer's per-tensor
 `k_scale`, as vLLM's own attention does.
 
-Imports torch only: `benchmarks.kernels` runs where vLLM is not installed.
+Imports torch only: `benchmarks.kernels.timing` runs where vLLM is not installed.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""How much memory scoring a pruned prefill needs on top of the model's own, for vLLM's memory profile.
+"""How much memory a pruning prefill needs on top of the model's own forward, for vLLM's memory profile.
 
-vLLM sizes the KV cache from the peak of a profile run. Scoring allocates only
-during a pruning prefill, so the profile must reserve it explicitly, or the
-KV cache takes the memory a maximum-length prompt later needs to be scored.
+vLLM sizes the KV cache from the peak of a profile run. Scoring and the layer
+loop's own buffers exist only during a pruning prefill, so the profile must
+reserve them explicitly, or the KV cache takes the memory a maximum-length
+prompt later needs.
 """
 
 from __future__ import annotations
@@ -68,3 +69,15 @@ def _reference_histogram_bytes(
     keys = tokens * kv_heads * head_size * (element + 2 * FP32)
     logits = 3 * heads * window * tokens * FP32 + window * tokens
     return keys + logits
+
+
+def layer_loop_bytes(num_tokens: int, hidden_size: int, dtype: torch.dtype) -> int:
+    """The layer loop's activations beyond what vLLM's forward holds for `num_tokens` rows.
+
+    `PruningStep.run` keeps the final hidden states for every row (scattered
+    back at the end) and a copy of the input embeddings for a two-pass re-run,
+    and the re-run gathers the selected rows' embeddings: three `T x hidden`
+    tensors at most, alive through the whole loop.
+    """
+    element = torch.empty(0, dtype=dtype).element_size()
+    return 3 * num_tokens * hidden_size * element

@@ -22,6 +22,7 @@ from functools import cached_property
 
 import torch
 
+from asl_vllm.device_upload import to_device
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
 from asl_vllm.scoring.reference import gemfilter_scores
@@ -56,8 +57,10 @@ class StepScores:
         """[R, G, max M]: pooled window histogram of this rank's query heads, summed per KV head (zero after M_r)."""
         device = self.keys.device
         count = max(self.counts)
-        starts = torch.tensor(self.starts, dtype=torch.int64, device=device).view(-1, 1)
-        counts = torch.tensor(self.counts, dtype=torch.int64, device=device).view(-1, 1)
+        # Built on the host, where the counts are known: the launcher reads `seq_lens` there without a sync.
+        seq_lens = torch.tensor(self.counts, dtype=torch.int32)
+        starts = to_device(torch.tensor(self.starts, dtype=torch.int64), device).view(-1, 1)
+        counts = to_device(seq_lens.long(), device).view(-1, 1)
         columns = torch.arange(count, device=device).view(1, -1)
         table = (starts + columns).clamp_(max=self.keys.shape[0] - 1).to(torch.int32)
         window = min(self.window, count)
@@ -67,9 +70,7 @@ class StepScores:
             max=self.query.shape[0] - 1
         )
         q_win = self.query[window_rows]  # [R, w, H, d]
-        hist = dispatch.paged_window_histogram(
-            q_win, self.keys.unsqueeze(1), table, counts.view(-1).to(torch.int32), self.scale
-        )
+        hist = dispatch.paged_window_histogram(q_win, self.keys.unsqueeze(1), table, seq_lens, self.scale)
         return dispatch.pool_and_group(hist, self.lengths, self.pool_kernel, self.keys.shape[1])
 
     @cached_property

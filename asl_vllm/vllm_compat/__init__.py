@@ -1,4 +1,4 @@
-"""Every place asl-vllm relies on a vLLM internal, and nothing else. Pinned: vLLM 0.32.0 (setup.py's VLLM_VERSION).
+"""Every place asl-vllm relies on a vLLM internal, and nothing else. Supported: `versions`.
 
 An internal is what vLLM does not offer plugins: a private method or attribute
 overridden or read, a vLLM function replaced by a wrapper, a module attribute
@@ -23,6 +23,7 @@ the first `create_engine_config` of a pruning engine; each installs once):
 - `stream_generators`: `OpenAIServingCompletion.completion_stream_generator`,
   `OpenAIServingChat.chat_completion_stream_generator`
   (vllm/entrypoints/openai/{completion,chat_completion}/serving.py).
+- `cpu_attention_isa`: `CPUAttentionMetadataBuilder.__init__`, `_get_attn_isa` (vllm/v1/attention/backends/cpu_attn.py).
 - `request_outputs`: `RequestState.make_request_output`
   (vllm/v1/engine/output_processor.py), and the attribute it adds to `RequestState`.
 
@@ -54,10 +55,19 @@ Private state read or written, registry calls, rebinding, environment:
 - `eager_kernels`: `CustomOp._forward_method` (vllm/model_executor/custom_op.py);
   an IR provider registered on `vllm.ir.ops.rms_norm` / `fused_add_rms_norm` at
   import, and their `set_priority` (vllm/ir/).
+- `attention_workspace.share_workspace`: calls a metadata builder's
+  `_get_workspace_buffer` (FlashInfer, vllm/v1/attention/backends/flashinfer.py).
 - `environment`: sets `VLLM_USE_V2_MODEL_RUNNER` and (for `asl-vllm-serve`)
   `VLLM_CPU_KVCACHE_SPACE` (vllm/envs.py).
 
 `patching` holds the mark that makes each wrapper install once.
+
+`versions` names the supported vLLM releases (setup.py reads it) and answers
+which one is installed, for the modules that adapt to one (`stream_generators`).
+`touch_points` lists every internal above as data: module, name, the parameters
+relied on, where an attribute is assigned; `check_versions` verifies that list
+and the plugin's vLLM imports against a release's sources, read with `ast` from
+its wheel (`python -m asl_vllm.vllm_compat.check_versions`).
 
 Outside this package, because it runs at interpreter start before `asl_vllm`
 may be imported: the top-level `asl_vllm_startup` answers

@@ -6,6 +6,10 @@ step (`build_metadata`), for CUDA-graph capture
 (`build_metadata_for_cudagraph_capture`) and for drafting. Overriding that one
 method lets a subclass change each request's row of the common metadata
 (`shift_metadata`) for all three, with vLLM's own builders and kernels unchanged.
+The shift applies to the manager's block table, before vLLM maps it to kernel
+blocks. `kernel_block_split` reads `AttentionGroup.kernel_block_size`, which
+`create_metadata_builders` sets when the backend needs blocks smaller than the
+KV cache manager's (`prepare_kernel_block_sizes`, same file).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class ShiftedAttentionGroup(AttentionGroup):
         self, common_attn_metadata: CommonAttentionMetadata, ubatch_idx: int = 0
     ) -> CommonAttentionMetadata:
         return super()._with_kernel_block_table(self.shift_metadata(common_attn_metadata), ubatch_idx)
+
+    def kernel_block_split(self) -> int | None:
+        """The backend's kernel block size when it splits the manager's blocks; None when it reads them whole."""
+        return self.kernel_block_size
 
     def build_unshifted(self, common_attn_metadata: CommonAttentionMetadata) -> Any:
         """The group's metadata for `common_attn_metadata` as given, without `shift_metadata`."""

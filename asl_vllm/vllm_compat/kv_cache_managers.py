@@ -1,6 +1,6 @@
 """vLLM's per-group KV cache managers: reaching them, registering one for a spec, freeing a range of blocks.
 
-vLLM 0.32 (vllm/v1/core/):
+vLLM 0.32-0.33 (vllm/v1/core/):
 - `KVCacheManager.coordinator.single_type_managers` (kv_cache_manager.py,
   kv_cache_coordinator.py): one `SingleTypeKVCacheManager` per KV cache group,
   in group order; the coordinator is not public API.
@@ -8,6 +8,10 @@ vLLM 0.32 (vllm/v1/core/):
   (single_type_kv_cache_manager.py): frees blocks [first, last) of a request and
   puts the null block in their place, so block lists keep their length; the
   sliding-window and R-SWA managers free blocks outside their window with it.
+  A finished request's `pop_blocks_for_free` returns its blocks for the pool to
+  free: on 0.32 with the leading null blocks, from 0.33 without them
+  (`trim_null_head`). The pool skips null blocks either way, so the blocks
+  freed are the same, and the plugin never reads the list.
 - `KVCacheSpecRegistry._ensure_registered` (vllm/v1/kv_cache_spec_registry.py):
   vLLM registers its built-in specs on the registry's first use; that must
   happen before a plugin registers its own (the public `register`), or the

@@ -9,6 +9,13 @@ by the first `create_engine_config` of a pruning engine (every API server
 process runs one), not at plugin load: the start-up hook runs while vLLM's
 entrypoint modules may still be importing, and these imports would close that
 cycle.
+
+From vLLM 0.33 the generators put the finishing output's `kv_transfer_params`
+on each choice's finishing chunk themselves (the completion generator on the
+chunk with a `finish_reason`, the chat one once that choice's finish reason is
+sent), and `request_outputs` gives the finishing output the report also when
+the frontend ends the request: the same chunk carries the same params, so no
+wrapper is installed there (`FINAL_CHUNK_PARAMS_SINCE`).
 """
 
 from __future__ import annotations
@@ -19,10 +26,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asl_vllm.stream_reports import FinalChunkReports
+from asl_vllm.vllm_compat import versions
 from asl_vllm.vllm_compat.patching import is_patched, marked
+
+# The first vLLM release whose stream generators send the finishing output's `kv_transfer_params`.
+FINAL_CHUNK_PARAMS_SINCE = "0.33.0"
 
 
 def wrap_stream_generators() -> None:
+    """Stamp the report on each choice's finishing chunk where vLLM does not (before 0.33)."""
+    if versions.installed_at_least(FINAL_CHUNK_PARAMS_SINCE):
+        return
     from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
     from vllm.entrypoints.openai.completion.serving import OpenAIServingCompletion
 

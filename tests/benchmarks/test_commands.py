@@ -13,6 +13,7 @@ COMMANDS = [
     "benchmarks.serving.performance",
     "benchmarks.serving.pressure",
     "benchmarks.engine.performance",
+    "benchmarks.engine.step_overhead",
     "benchmarks.kernels.timing",
     "benchmarks.report",
 ]

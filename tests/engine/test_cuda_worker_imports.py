@@ -39,7 +39,9 @@ now = {
 }
 print(json.dumps({
     "replaced": sorted(key for key in originals if originals[key] is not now[key]),
-    "cpu_modules": sorted(m for m in sys.modules if m.startswith(("vllm.v1.worker.cpu", "vllm.v1.attention.backends.cpu"))),
+    "cpu_modules": sorted(
+        m for m in sys.modules if m.startswith(("vllm.v1.worker.cpu", "vllm.v1.attention.backends.cpu"))
+    ),
 }))
 """
 

@@ -8,8 +8,8 @@ import pytest
 from vllm.v1.worker import cpu_worker, gpu_worker
 
 from asl_vllm.engine import gpu_worker as pruning_gpu_worker
-from asl_vllm.engine.gpu_worker import PruningGPUWorker
 from asl_vllm.engine.cpu_worker import PruningCPUModelRunner, PruningCPUWorker
+from asl_vllm.engine.gpu_worker import PruningGPUWorker
 
 
 class _Recorded:

@@ -37,3 +37,11 @@ def test_grows_with_the_prompt_and_the_kernel_path_needs_less():
     assert _estimate(8192, True) < _estimate(32768, True) < _estimate(131072, True)
     assert _estimate(131072, True) < _estimate(131072, False) / 4
     assert _estimate(8192, True, num_reqs=4) > _estimate(8192, True)
+
+
+def test_the_layer_loop_reserves_its_row_buffers():
+    # Final states for every row, the embeddings kept for a re-run, and the re-run's gathered rows.
+    from asl_vllm.scoring.memory import layer_loop_bytes
+
+    assert layer_loop_bytes(8192, 576, torch.bfloat16) == 3 * 8192 * 576 * 2
+    assert layer_loop_bytes(8192, 576, torch.float32) == 2 * layer_loop_bytes(8192, 576, torch.bfloat16)

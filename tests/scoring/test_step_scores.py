@@ -52,3 +52,22 @@ def test_scores_are_computed_once():
     scores = StepScores(query, keys, [0], [80], scale=0.25, window=32, pool_kernel=7)
     assert scores.kv_scores is scores.kv_scores
     assert scores.token_scores is scores.token_scores
+
+
+def test_the_histogram_reads_request_lengths_from_the_host(monkeypatch):
+    # The launchers read lengths with `.tolist()`: from a device tensor that is a host sync per layer. The
+    # q and k live on another device here (meta), so only lengths built on the host arrive on the CPU.
+    from asl_vllm.scoring import dispatch
+
+    seen = []
+
+    def recording(q_win, keys, table, seq_lens, scale):
+        seen.append((seq_lens.device.type, seq_lens.tolist()))
+        return torch.zeros(q_win.shape[0], NUM_HEADS, 18, device=q_win.device)
+
+    monkeypatch.setattr(dispatch, "paged_window_histogram", recording)
+    monkeypatch.setattr(dispatch, "pool_and_group", lambda hist, lengths, kernel, kv_heads: hist[:, :kv_heads])
+    query, keys = (tensor.to("meta") for tensor in _rows(90))
+    scores = StepScores(query, keys, [0, 50], [50, 40], scale=0.25, window=32, pool_kernel=7).kv_scores
+    assert scores.shape == (2, NUM_KV_HEADS, 18)
+    assert seen == [("cpu", [50, 40])]
