@@ -37,6 +37,7 @@ from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
+from asl_vllm.engine.prefill_plan import PrefillPlan
 from asl_vllm.engine.pressure_plan import step_plan
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.engine.shrinking import Shrinker
@@ -262,9 +263,8 @@ class PruningRunnerMixin(RunnerHooks):
                     starts[row],
                     num_rows,
                     computed_tokens[row] + num_rows,
-                    prune_config,
+                    None if prune_config is None else PrefillPlan(req_id, prune_config, num_rows, keeps_scores),
                     None if pruned is None else pruned.group_offsets,
-                    keeps_scores,
                 )
             )
         return steps

@@ -1,7 +1,7 @@
 """Shrinking a running request's KV in place: the worker's half of compression instead of preemption.
 
 An auto-budget prefill keeps, per layer, the scores of the past tokens the
-layer keeps, in slot order (`PruningStep`, `LiveRequest.kept_scores`): one row
+layer keeps, in slot order (`BudgetRule.kept_scores`): one row
 for a shared budget, one per KV head otherwise, float32, about 4 bytes per kept
 token and layer (a KV entry is 2 x G x head_dim x dtype bytes). Under a
 layer-shared budget these are the summed shares of all layers, the same for

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from asl_vllm.policies.fastkv import FastKV
+from asl_vllm.scoring.reference import gemfilter_scores
 from asl_vllm.scoring.step_scores import StepScores
 
 
@@ -20,4 +21,8 @@ class GemFilter(FastKV):
     two_pass = True
 
     def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
-        return scores.gemfilter(row)
+        """[M]: the request's last query's inner products with its keys, summed over every head (over the
+        TP group too, so every rank ranks alike) and pooled (`reference.gemfilter_scores`)."""
+        start, count = scores.starts[row], scores.counts[row]
+        keys = scores.keys[start : start + count]
+        return scores.shards.sum_over_ranks(gemfilter_scores(scores.query[start + count - 1], keys, scores.window))

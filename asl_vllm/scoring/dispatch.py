@@ -14,7 +14,7 @@ from types import ModuleType
 import torch
 
 from asl_vllm.scoring import paged
-from asl_vllm.scoring.kv_layout import KVLayout
+from asl_vllm.scoring.kv_layout import DENSE, KVLayout
 from asl_vllm.scoring.paged import Lengths, batch_ranks, past_lengths
 
 __all__ = [
@@ -50,17 +50,23 @@ def _module(tensor: torch.Tensor, name: str) -> ModuleType:
 
 def paged_window_histogram(
     q_win: torch.Tensor,
-    keys: torch.Tensor,
+    k_cache: torch.Tensor,
     block_table: torch.Tensor,
     seq_lens: torch.Tensor,
     scale: float,
+    layout: KVLayout = DENSE,
+    k_scale: float = 1.0,
 ) -> torch.Tensor:
-    """q_win[R, window, H, d], keys [T, 1, G, d] -> hist[R, H, max M] fp32.
+    """q_win[R, window, H, d], k_cache in `layout` -> hist[R, H, max M] fp32.
 
-    How the engine scores a step's prefills: their dense keys `[T, G, d]` seen as
-    block-size-1 pages, `block_table[r, j] = row_start_r + j`.
+    A step's dense keys `[T, G, d]` are block-size-1 pages `[T, 1, G, d]` with
+    `block_table[r, j] = row_start_r + j`; a layer's paged cache is read in its
+    backend's layout, fp8 keys dequantized with `k_scale`. `seq_lens` on the host
+    saves the launchers a device sync.
     """
-    return _module(q_win, "window_scores").paged_window_histogram(q_win, keys, block_table, seq_lens, scale)
+    return _module(q_win, "window_scores").paged_window_histogram(
+        q_win, k_cache, block_table, seq_lens, scale, layout, k_scale
+    )
 
 
 def pool_and_group(hist: torch.Tensor, lengths: Lengths, kernel: int, num_kv_heads: int) -> torch.Tensor:

@@ -6,9 +6,10 @@ keys are presented to the batched window-histogram operation as a paged cache
 of block size 1 whose block-table row r lists request r's rows, so one launch
 (a Triton kernel on CUDA, `asl_vllm.scoring.paged` elsewhere) serves the whole
 batch. ASL and FastKV rank by the pooled window attention summed over all
-heads, a per-layer budget keeps tokens by the pooled scores per KV head, and
-GemFilter ranks by the last query's raw QK^T; only what is asked for is
-computed.
+heads, and a per-KV-head budget keeps tokens by the pooled scores per KV head;
+only what is asked for is computed. A pruner with a score of its own computes
+it from the layer's q and k held here (GemFilter's last-query score,
+`asl_vllm.policies.gemfilter`).
 
 Under tensor parallelism the layer's q and k hold only this rank's heads: the
 scores that sum over heads are summed over the TP group (`HeadShards`) before
@@ -25,7 +26,6 @@ import torch
 from asl_vllm.device_upload import to_device
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
-from asl_vllm.scoring.reference import gemfilter_scores
 
 
 class StepScores:
@@ -87,9 +87,3 @@ class StepScores:
         """What a budget ranks request r's past tokens by: [M_r] token scores (shared), else [G, M_r] per KV head."""
         length = self.lengths[request]
         return self.token_scores[request, :length] if shared else self.kv_scores[request, :, :length]
-
-    def gemfilter(self, request: int) -> torch.Tensor:
-        """[M_r]: GemFilter's last-query inner products of request r, summed over every head and pooled."""
-        start, count = self.starts[request], self.counts[request]
-        keys = self.keys[start : start + count]
-        return self.shards.sum_over_ranks(gemfilter_scores(self.query[start + count - 1], keys, self.window))

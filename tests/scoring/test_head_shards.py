@@ -12,12 +12,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from asl_vllm.config import PrunerConfig
+from asl_vllm.policies import make_policy
 from asl_vllm.scoring.head_shards import HeadShards
 from asl_vllm.scoring.reference import budget_select
 from asl_vllm.scoring.step_scores import StepScores
 
 NUM_HEADS, NUM_KV_HEADS, DIM, WINDOW = 8, 2, 16, 32
 COUNTS = (90, 50)
+# GemFilter ranks by a score of its own, computed from the q and k a rank's `StepScores` holds.
+GEMFILTER = make_policy(PrunerConfig(pruner="gemfilter").validate().resolve(30))
 
 
 class RecordedGroup:
@@ -68,7 +72,7 @@ def _rank_scores(query: torch.Tensor, keys: torch.Tensor, rank: int, size: int, 
     return {
         "token": scores.token_scores,
         "kv": scores.kv_scores,
-        "gemfilter": [scores.gemfilter(request) for request in range(len(COUNTS))],
+        "gemfilter": [GEMFILTER.token_scores(scores, request) for request in range(len(COUNTS))],
         "per_head_kept": budget_select(scores.budget_scores(0, shared=False), COUNTS[0], 40, WINDOW, keys.shape[1]),
     }
 
@@ -89,7 +93,7 @@ def test_every_rank_gets_the_whole_models_scores(size):
         # Summed in rank order on every rank: the same bits everywhere, so ranking agrees everywhere.
         assert torch.equal(result["token"], results[0]["token"])
         for request in range(len(COUNTS)):
-            torch.testing.assert_close(result["gemfilter"][request], whole.gemfilter(request))
+            torch.testing.assert_close(result["gemfilter"][request], GEMFILTER.token_scores(whole, request))
             assert torch.equal(result["gemfilter"][request], results[0]["gemfilter"][request])
         # A KV head's score sums all its query heads, also when they are split over the head's replicas.
         heads = _kv_heads_of(rank, size)
