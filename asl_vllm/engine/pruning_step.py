@@ -109,14 +109,14 @@ class PruningStep:
         # Layers update their inputs in place; a re-run needs the untouched embeddings.
         embeddings = hidden.clone() if inputs_embeds is not None else None
         full = hidden.new_zeros((positions.shape[0], hidden.shape[-1]))
+        cache = StepCache(self.stack, tables, self.layer_groups)
         kernels = fused_kernels(self.stack.inner) if self.fused_kernels else contextlib.nullcontext()
         with self.capture, kernels:
-            self._run_layers(context, lives, hidden, tables, full_slots, full)
+            self._run_layers(context, lives, hidden, cache, full_slots, full)
             reruns = [request.for_rerun() for request in pruning if request.rerun_rows is not None]
             if reruns:
-                self._rerun(context, reruns, input_ids, embeddings, tables, full_slots, full)
+                self._rerun(context, reruns, input_ids, embeddings, cache, full_slots, full)
         finished = [request for request in pruning if request.rerun_rows is None] + reruns
-        cache = StepCache(self.stack, tables, self.layer_groups)
         for request in finished:
             request.rule.after_loop(request, cache)
         kept_scores = {
@@ -136,7 +136,7 @@ class PruningStep:
         context: LayerContexts,
         lives: list[LiveRequest],
         hidden: torch.Tensor,
-        tables: Sequence[StepTables],
+        cache: StepCache,
         full_slots: Sequence[torch.Tensor],
         full: torch.Tensor,
     ) -> None:
@@ -156,15 +156,18 @@ class PruningStep:
                 layer_positions = torch.cat([live.positions for live in lives])
                 slot_index = torch.cat([live.slot_rows for live in lives])
                 slots = full_slots[layer_index][to_device(slot_index, full_slots[layer_index].device)]
-                layer_tables = tables[group].select([live.table_row for live in lives])
+                layer_tables = cache.tables[group].select([live.table_row for live in lives])
                 common = build_common_metadata(layer_tables, views, slots, layer_positions)
                 metadata = self.build_metadata(common, group)
+            for live in lives:
+                if isinstance(live, PruningRequest):
+                    live.before_layer(layer_index, cache)
             context.set_layer(self.stack.layer_name(layer_index), metadata, slots)
             hidden, residual = layer(layer_positions, hidden, residual)
             query, key_, value = self.capture.take(layer_index)
             if any(isinstance(live, PruningRequest) for live in lives):
                 starts = list(accumulate((live.count for live in lives), initial=0))[:-1]
-                self._after_layer(layer_index, lives, starts, query, key_, value, full_slots[layer_index])
+                self._after_layer(layer_index, lives, starts, query, key_, value, full_slots[layer_index], cache)
                 hidden, residual, lives = self._propagate(layer_index, lives, starts, hidden, residual)
                 if not lives:
                     return
@@ -176,7 +179,7 @@ class PruningStep:
         reruns: list[PruningRequest],
         input_ids: torch.Tensor | None,
         embeddings: torch.Tensor | None,
-        tables: Sequence[StepTables],
+        cache: StepCache,
         full_slots: Sequence[torch.Tensor],
         full: torch.Tensor,
     ) -> None:
@@ -186,7 +189,7 @@ class PruningStep:
             hidden = embeddings[to_device(rows, embeddings.device)]
         else:
             hidden = self.stack.embed(input_ids[to_device(rows, input_ids.device)])
-        self._run_layers(context, reruns, hidden, tables, full_slots, full)
+        self._run_layers(context, reruns, hidden, cache, full_slots, full)
 
     def _after_layer(
         self,
@@ -197,10 +200,12 @@ class PruningStep:
         key: torch.Tensor,
         value: torch.Tensor,
         full_slots: torch.Tensor,
+        cache: StepCache,
     ) -> None:
         """Score the pruning requests that ask for this layer's scores; call their pruners' and rules' hooks.
 
-        `starts[i]`: the first row of `lives[i]` in the layer's q, k and v.
+        `starts[i]`: the first row of `lives[i]` in the layer's q, k and v. A chunked prompt's keys are read
+        from the layer's cache (the step's rows are only its last chunk's).
         """
         scored = [
             (live, start)
@@ -219,9 +224,11 @@ class PruningStep:
                 self.window,
                 self.pool_kernel,
                 self.shards,
+                [cache.held_keys(layer_index, request) if request.chunked else None for request, _ in scored],
+                cache.layer_cache(layer_index),
             )
             self._select(layer_index, [request for request, _ in scored], scores)
-            self._keep(layer_index, scored, scores, key, value, full_slots)
+            self._keep(layer_index, scored, scores, key, value, full_slots, cache)
             elapsed = time.perf_counter() - began
             for request, _ in scored:
                 request.decision.scoring_seconds += elapsed
@@ -250,6 +257,7 @@ class PruningStep:
         key: torch.Tensor,
         value: torch.Tensor,
         full_slots: torch.Tensor,
+        cache: StepCache,
     ) -> None:
         """Each budget rule's hook after this layer; the tokens they keep now go to the cache in one write."""
         stack = self.stack
@@ -267,6 +275,7 @@ class PruningStep:
                 keys[start:end],
                 values[start:end],
                 full_slots[step.row_start : step.row_start + step.seq_len],
+                cache,
             )
             write = request.rule.after_layer(request, layer)
             if write is not None:

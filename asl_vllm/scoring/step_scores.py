@@ -11,6 +11,13 @@ only what is asked for is computed. A pruner with a score of its own computes
 it from the layer's q and k held here (GemFilter's last-query score,
 `asl_vllm.policies.gemfilter`).
 
+A request whose prompt was chunked over several steps holds keys this step
+did not compute: the earlier chunks' are only in the layer's paged cache. Its
+window queries (its last rows, always in the step) are scored against what it
+holds there (`CachedKeys`: the earlier chunks' keys and the step's own, just
+written by the layer's attention), read in the backend's layout by the same
+operation; the scores are those of the same prompt scored in one step.
+
 Under tensor parallelism the layer's q and k hold only this rank's heads: the
 scores that sum over heads are summed over the TP group (`HeadShards`) before
 anything ranks them, so every rank ranks the same scores.
@@ -19,13 +26,36 @@ anything ranks them, so every rank ranks the same scores.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 
 from asl_vllm.device_upload import to_device
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
+from asl_vllm.scoring.kv_layout import KVLayout
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """A layer's paged KV cache as the scoring operation reads it."""
+
+    k_cache: torch.Tensor
+    layout: KVLayout
+    k_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class CachedKeys:
+    """The keys a request holds in the layer's cache: `count` tokens from the first slot of `block_row`.
+
+    `block_row`: the request's block-table row from the block of its first held slot on (block-aligned).
+    """
+
+    block_row: torch.Tensor
+    count: int
 
 
 class StepScores:
@@ -39,8 +69,13 @@ class StepScores:
         window: int,
         pool_kernel: int,
         shards: HeadShards = SINGLE_RANK,
+        cached: Sequence[CachedKeys | None] | None = None,
+        layer_cache: LayerCache | None = None,
     ) -> None:
-        """query[T, H, d], keys[T, G, d] (this rank's heads); request r owns rows [starts[r], starts[r] + counts[r])."""
+        """query[T, H, d], keys[T, G, d] (this rank's heads); request r owns rows [starts[r], starts[r] + counts[r]).
+
+        `cached[r]` set: request r's keys are read from `layer_cache` instead of its rows of `keys`.
+        """
         self.query = query
         self.keys = keys
         self.starts = list(starts)
@@ -49,8 +84,13 @@ class StepScores:
         self.window = window
         self.pool_kernel = pool_kernel
         self.shards = shards
-        # Past tokens M_r = N_r - min(window, N_r) each request scores.
-        self.lengths = [count - min(window, count) for count in self.counts]
+        self.cached = list(cached) if cached is not None else [None] * len(self.counts)
+        self.layer_cache = layer_cache
+        # Tokens each request holds (its rows, or what it holds in the cache) and past tokens M_r = N_r - w_r.
+        held = [
+            count if source is None else source.count for count, source in zip(self.counts, self.cached, strict=True)
+        ]
+        self.lengths = [count - min(window, count) for count in held]
 
     @cached_property
     def local_kv_scores(self) -> torch.Tensor:
@@ -70,8 +110,43 @@ class StepScores:
             max=self.query.shape[0] - 1
         )
         q_win = self.query[window_rows]  # [R, w, H, d]
-        hist = dispatch.paged_window_histogram(q_win, self.keys.unsqueeze(1), table, seq_lens, self.scale)
+        from_cache = [r for r, source in enumerate(self.cached) if source is not None]
+        if not from_cache:
+            hist = dispatch.paged_window_histogram(q_win, self.keys.unsqueeze(1), table, seq_lens, self.scale)
+        else:
+            hist = self._mixed_histogram(q_win, table, seq_lens, from_cache)
         return dispatch.pool_and_group(hist, self.lengths, self.pool_kernel, self.keys.shape[1])
+
+    def _mixed_histogram(
+        self, q_win: torch.Tensor, table: torch.Tensor, seq_lens: torch.Tensor, from_cache: list[int]
+    ) -> torch.Tensor:
+        """hist[R, H, max M]: the requests in `from_cache` scored against the layer's cache, the others
+        against their rows; one operation each."""
+        assert self.layer_cache is not None, "requests whose keys are cached need the layer's cache"
+        hist = q_win.new_zeros((len(self.counts), self.query.shape[1], max(self.lengths)), dtype=torch.float32)
+        dense = [r for r in range(len(self.counts)) if self.cached[r] is None]
+        if dense:
+            index = to_device(torch.tensor(dense), q_win.device)
+            part = dispatch.paged_window_histogram(
+                q_win[index], self.keys.unsqueeze(1), table[index], seq_lens[dense], self.scale
+            )
+            hist[index, :, : part.shape[-1]] = part
+        sources = [self.cached[r] for r in from_cache]
+        width = max(len(source.block_row) for source in sources)
+        rows = torch.stack([F.pad(source.block_row, (0, width - len(source.block_row))) for source in sources])
+        cache = self.layer_cache
+        index = to_device(torch.tensor(from_cache), q_win.device)
+        part = dispatch.paged_window_histogram(
+            q_win[index],
+            cache.k_cache,
+            rows,
+            torch.tensor([source.count for source in sources], dtype=torch.int32),
+            self.scale,
+            cache.layout,
+            cache.k_scale,
+        )
+        hist[index, :, : part.shape[-1]] = part
+        return hist
 
     @cached_property
     def kv_scores(self) -> torch.Tensor:

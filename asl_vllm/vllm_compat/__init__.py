@@ -55,6 +55,8 @@ Private state read or written, registry calls, rebinding, environment:
 - `eager_kernels`: `CustomOp._forward_method` (vllm/model_executor/custom_op.py);
   an IR provider registered on `vllm.ir.ops.rms_norm` / `fused_add_rms_norm` at
   import, and their `set_priority` (vllm/ir/).
+- `attention_layer.key_scale`: reads `Attention._k_scale_float`
+  (vllm/model_executor/layers/attention/attention.py).
 - `attention_workspace.share_workspace`: calls a metadata builder's
   `_get_workspace_buffer` (FlashInfer, vllm/v1/attention/backends/flashinfer.py).
 - `environment`: sets `VLLM_USE_V2_MODEL_RUNNER` and (for `asl-vllm-serve`)

@@ -226,6 +226,13 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     ),
     _function(IR_OP, "IrOp.set_priority", "eager_kernels", "priority"),
     _attribute(IR_OP, "IrOp.impls", "eager_kernels", "IrOp.__init__"),
+    # attention_layer
+    _attribute(
+        "vllm.model_executor.layers.attention.attention",
+        "_k_scale_float",
+        "attention_layer",
+        "set_default_quant_scales",
+    ),
     # attention_workspace
     _function(
         "vllm.v1.attention.backends.flashinfer",

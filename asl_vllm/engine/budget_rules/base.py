@@ -22,7 +22,8 @@ from asl_vllm.engine.attention_layout import StepTables
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.kv_layout import layer_layout
-from asl_vllm.scoring.step_scores import StepScores
+from asl_vllm.scoring.step_scores import CachedKeys, LayerCache, StepScores
+from asl_vllm.vllm_compat.attention_layer import key_scale
 
 if TYPE_CHECKING:
     from asl_vllm.engine.pruning_request import PruningRequest
@@ -39,8 +40,10 @@ class RequestLayer:
     # [count, G, d]: the layer's k (RoPE applied) and v of the rows the request ran.
     keys: torch.Tensor
     values: torch.Tensor
-    # [N]: the layer's slots of the request's prompt, in order; kept tokens go to its tail.
+    # [N]: the layer's slots of the request's prompt, in order; kept tokens go to its tail (a one-step prefill).
     slots: torch.Tensor
+    # The step's caches, where a chunked prompt's kept tokens move in place.
+    cache: StepCache
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,17 @@ class StepCache:
     @property
     def num_kv_heads(self) -> int:
         return self.stack.num_kv_heads
+
+    def layer_cache(self, layer: int) -> LayerCache:
+        """Layer `layer`'s cache as the scoring operation reads it."""
+        attention = self.stack.attentions[layer]
+        return LayerCache(attention.kv_cache, layer_layout(attention), key_scale(attention))
+
+    def held_keys(self, layer: int, request: PruningRequest) -> CachedKeys:
+        """The keys `request` holds in layer `layer`'s cache: slots [kv_offset, N) of its block-table row."""
+        table = self.tables[self.layer_groups[layer]]
+        row = table.block_table[request.table_row]
+        return CachedKeys(row[request.kv_offset // table.block_size :], request.held_count)
 
     def compact_tail(self, layer: int, table_row: int, slots: torch.Tensor, num_tokens: int) -> None:
         """Move the tokens at `slots` (per KV head its own, ascending) of a `num_tokens` prompt to its tail."""

@@ -55,7 +55,7 @@ class LayerShared(BudgetRule):
 
     def after_layer(self, request: PruningRequest, layer: RequestLayer) -> TailWrite | None:
         shares = layer_shares(self.ranked(layer))
-        prompt_rows = request.rows - request.step.row_start
+        prompt_rows = request.held
         if self.layer_scores is None:
             self.layer_scores = shares.new_zeros((*shares.shape[:-1], request.step.seq_len))
         self.layer_scores[..., to_device(prompt_rows[: shares.shape[-1]], shares.device)] += shares
@@ -70,10 +70,10 @@ class LayerShared(BudgetRule):
                 past = to_device(rows[: len(rows) - window], device)
                 self.kept_scores[layer] = self.layer_scores[..., past].reshape(-1, len(past))
             return
-        final_rows = request.rows - request.step.row_start
-        ranked = self.layer_scores[..., to_device(final_rows[: request.count - window], device)]
-        keep = min(self.keep, request.count)
-        kept = budget_select(ranked, request.count, keep, window, cache.num_kv_heads)
+        final_rows = request.held
+        ranked = self.layer_scores[..., to_device(final_rows[: request.held_count - window], device)]
+        keep = min(self.keep, request.held_count)
+        kept = budget_select(ranked, request.held_count, keep, window, cache.num_kv_heads)
         kept_prompt = final_rows[kept.cpu()]
         for layer, (offset, rows) in self.layer_rows.items():
             request.decision.layer_offsets[layer] = num_tokens - keep

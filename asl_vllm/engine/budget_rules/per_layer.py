@@ -4,7 +4,8 @@ SnapKV's rule (`--kv-budget-layers per-layer`): a layer keeps the window plus
 its best B' - w past tokens by its own pooled window scores, B' = B rounded up
 so that the freed head [0, N - B') is whole blocks; they are gathered from the
 layer's own k and v and written to the tail slots [N - B', N) before the next
-layer runs. The keep may differ per layer (pyramidkv: one per KV cache group,
+layer runs (a chunked prompt's earlier tokens are only in the cache: there
+the kept tokens move to the tail in place). The keep may differ per layer (pyramidkv: one per KV cache group,
 `Pruner.group_keeps`). Under tensor parallelism a per-KV-head budget keeps, per
 KV head, tokens of that head's own scores (which, for a replicated KV head, are
 summed over its replicas), so every rank keeps what one rank would.
@@ -39,7 +40,7 @@ class PerLayer(BudgetRule):
 
     def cuts(self, request: PruningRequest, layer: int) -> bool:
         """Whether `layer` keeps fewer tokens than the request ran through it."""
-        return self.keeps is not None and self.keeps[layer] < request.count
+        return self.keeps is not None and self.keeps[layer] < request.held_count
 
     def wants_scores(self, request: PruningRequest, layer: int) -> bool:
         return self.kept_scores is not None or self.cuts(request, layer)
@@ -51,8 +52,12 @@ class PerLayer(BudgetRule):
             self.kept_scores[layer.index] = ranked.view(-1, ranked.shape[-1]).clone()
             return None
         keep, window = self.keeps[layer.index], request.config.window
-        kept = budget_select(ranked, request.count, keep, window, layer.keys.shape[1])
+        kept = budget_select(ranked, request.held_count, keep, window, layer.keys.shape[1])
         if self.kept_scores is not None:
             self.kept_scores[layer.index] = kept_past_scores(ranked, kept, keep, window)
         request.decision.layer_offsets[layer.index] = request.step.seq_len - keep
+        if request.chunked:
+            # Earlier chunks' tokens are only in the cache: the layer's kept tokens move there, in place.
+            layer.cache.compact_tail(layer.index, request.table_row, request.kv_offset + kept, request.step.seq_len)
+            return None
         return TailWrite(gather_per_head(layer.keys, kept), gather_per_head(layer.values, kept), layer.slots[-keep:])

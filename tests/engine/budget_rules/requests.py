@@ -46,4 +46,5 @@ def scored_layer(request: PruningRequest, index: int, seed: int) -> RequestLayer
     values = torch.randn(count, NUM_KV_HEADS, DIM, generator=generator)
     scores = StepScores(query, keys, [0], [count], scale=DIM**-0.5, window=WINDOW, pool_kernel=7)
     slots = torch.arange(FIRST_SLOT, FIRST_SLOT + request.step.seq_len)
-    return RequestLayer(index, scores, 0, keys, values, slots)
+    # A one-step prefill's rules write through the returned tail, never the step's caches.
+    return RequestLayer(index, scores, 0, keys, values, slots, cache=None)

@@ -64,7 +64,7 @@ def test_after_a_selection_the_set_is_chosen_among_the_selected_tokens():
     rule.after_layer(request, first)
     # Layer 0 selects 80 tokens; layer 1 runs only them, its KV in the tail slots [20, 100).
     selected = select_tokens(first.scores.token_scores[0, :68], NUM_TOKENS, 80, WINDOW)
-    request.keep(selected)
+    request.keep(selected, selected)  # one step: row i is prompt token i
     second = scored_layer(request, 1, seed=1)
     rule.after_layer(request, second)
     cache = RecordedCache()
