@@ -7,7 +7,8 @@ with their tables, plots, targets, the exact command and the machine. Every benc
 rewrites its JSON after each result, so a stopped run still leaves tables:
 `--no-run` rewrites the section from the JSON already in --out (complete or not), and
 `--resume` continues a stopped run. Unknown flags go to every benchmark
-(e.g. `--budget-heads default`).
+(e.g. `--budget-heads default`). A results file measured before a default it depends on
+changed (common/defaults.py) is not rendered: the section says why, and that it needs a re-run.
 
 The full run takes hours on a 2-core CPU; run it in the background (logs are not committed):
     mkdir -p docs/benchmark-results/full
@@ -26,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks.accuracy import niah, ruler
+from benchmarks.common.defaults import stale_reasons
 from benchmarks.common.machine import one_line
 from benchmarks.common.time_estimate import describe
 from benchmarks.serving import performance
@@ -81,7 +83,12 @@ def render(documents: dict[str, dict[str, Any]], command: str, readme_dir: Path)
         folder = Path(document["settings"]["out"])
         link = Path(os.path.relpath(folder.resolve(), readme_dir)).as_posix()
         command = f"python -m {BENCHMARKS[name].__name__}" + (" --full" if document["settings"].get("full") else "")
-        lines += ["", f"#### {TITLES[name]}", "", f"`{command}`: {progress(document)}.", ""]
+        lines += ["", f"#### {TITLES[name]}", ""]
+        if stale := stale_reasons(document):
+            lines.append(f"`{command}`: STALE, not shown: {'; '.join(stale)}. Re-run it.")
+            continue
+        commit = f" at commit {document['commit'][:7]}" if document.get("commit") else ""
+        lines += [f"`{command}`{commit}: {progress(document)}.", ""]
         lines.append(BENCHMARKS[name].render(document, link))
     return "\n".join(lines)
 

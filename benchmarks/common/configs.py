@@ -9,7 +9,9 @@ kv_budget, kv_budget_heads, kv_budget_layers, asl_tau, asl_select_k) share one e
 asl two-pass get an engine of their own. `engine-budget` starts the engine with the
 budget instead (`--kv-budget`, which makes one KV cache group the default), as a server
 that fixes its budget runs it. In the serving and engine benchmarks `none` is
-unmodified vLLM in its default mode (`none,eager`: with `--enforce-eager`, an extra row).
+unmodified vLLM in its default mode (`none,eager`: with `--enforce-eager`, an extra row), run under the
+benchmark's scheduler settings like every engine (common/scheduler.py); `none,vllm-default` is
+vLLM with its own scheduler defaults, an extra row.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ LAYER_MODES = ("per-layer", "shared")
 # `--budget-heads default`: send no kv_budget_heads (the engine's own rule).
 DEFAULT_HEADS = "default"
 _KEYS = {"B": "budget", "heads": "heads", "layers": "layers", "k": "select_k", "tau": "tau"}
-# Spec words without a value: `eager` (vLLM with --enforce-eager), `engine-budget` (B= as the engine's --kv-budget).
-_WORDS = {"eager": "eager", "engine-budget": "engine_budget"}
+# Spec words without a value: `eager` (vLLM with --enforce-eager), `engine-budget` (B= as the engine's --kv-budget),
+# `vllm-default` (vLLM without the benchmark's scheduler settings).
+_WORDS = {"eager": "eager", "engine-budget": "engine_budget", "vllm-default": "vllm_default"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Config:
     eager: bool = False
     layers: str | None = None
     engine_budget: bool = False
+    vllm_default: bool = False
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -72,6 +76,8 @@ class Config:
             raise ValueError(f"tau applies only to {' and '.join(ADAPTIVE_PRUNERS)}")
         if self.eager and self.method.prunes:
             raise ValueError("eager is an extra baseline row: only none,eager")
+        if self.vllm_default and (self.method.prunes or self.eager):
+            raise ValueError("vllm-default is an extra baseline row: only none,vllm-default")
 
     @property
     def method(self) -> type[Pruner]:
@@ -128,20 +134,25 @@ def with_heads(configs: list[Config], modes: list[str]) -> list[Config]:
     return list(dict.fromkeys(expanded))
 
 
-def engine_settings(config: Config, baseline_alone: bool = False) -> dict[str, Any]:
+def engine_settings(
+    config: Config, baseline_alone: bool = False, scheduler: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`vllm.LLM` keyword arguments (or `vllm serve` flags) of the engine that runs `config`.
 
     `baseline_alone`: `none` runs on unmodified vLLM (serving, engine) instead of on the shared engine.
+    `scheduler`: settings every engine gets (common/scheduler.py) except `none,vllm-default`'s.
     """
-    if not config.method.prunes and (baseline_alone or config.eager):
-        return {"enforce_eager": True} if config.eager else {}
+    shared = {} if config.vllm_default or scheduler is None else scheduler
+    if not config.method.prunes and (baseline_alone or config.eager or config.vllm_default):
+        return {"enforce_eager": True, **shared} if config.eager else dict(shared)
     if config.method.two_pass:
         engine: dict[str, Any] = {"kv_pruner": config.method.name}
     elif config.two_pass:
         engine = {"kv_pruner": config.method.name, "asl_two_pass": True}
     else:
         engine = {"kv_pruner": SHARED_ENGINE_PRUNER}
-    return {**engine, "kv_budget": config.budget} if config.engine_budget else engine
+    budget = {"kv_budget": config.budget} if config.engine_budget else {}
+    return {**engine, **budget, **shared}
 
 
 def request_args(config: Config, engine: dict[str, Any]) -> dict[str, Any]:
@@ -161,24 +172,29 @@ def request_args(config: Config, engine: dict[str, Any]) -> dict[str, Any]:
     return xargs
 
 
-def group_by_engine(configs: list[Config], baseline_alone: bool = False) -> list[tuple[dict[str, Any], list[Config]]]:
+def group_by_engine(
+    configs: list[Config], baseline_alone: bool = False, scheduler: dict[str, Any] | None = None
+) -> list[tuple[dict[str, Any], list[Config]]]:
     """(engine settings, the configs it runs), in first-seen order."""
     groups: dict[tuple, tuple[dict[str, Any], list[Config]]] = {}
     for config in configs:
-        engine = engine_settings(config, baseline_alone)
+        engine = engine_settings(config, baseline_alone, scheduler)
         groups.setdefault(tuple(sorted(engine.items())), (engine, []))[1].append(config)
     return list(groups.values())
 
 
 def server_flags(engine: dict[str, Any]) -> list[str]:
-    """`vllm serve` flags for engine settings (`kv_pruner="asl"` -> `--kv-pruner asl`)."""
+    """`vllm serve` flags for engine settings (`kv_pruner="asl"` -> `--kv-pruner asl`; `False` -> `--no-...`,
+    so that a setting switched off is passed, not left to a default)."""
     flags: list[str] = []
     for key, value in engine.items():
-        flag = "--" + key.replace("_", "-")
+        name = key.replace("_", "-")
         if value is True:
-            flags.append(flag)
-        elif value is not False:
-            flags += [flag, str(value)]
+            flags.append(f"--{name}")
+        elif value is False:
+            flags.append(f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
     return flags
 
 

@@ -1,18 +1,21 @@
 """TTFT, TPOT and KV held after prefill of each pruner, against unmodified vLLM in its default mode.
 
 Every engine runs in this process, started once, in vLLM's default execution
-mode (torch.compile on the CPU build); an `--enforce-eager` vLLM is an extra
-row only. Measurements are interleaved: each repeat runs every configuration
-once on a fresh prompt of each kind, so slow spells of a noisy machine fall on
-all of them; each figure is the median over the repeats (after one warm-up
-request per engine and prompt kind) with the range beside it, and ratios are
-taken between medians of the same run.
+mode (torch.compile on the CPU build), all under the same scheduler settings
+(--max-num-batched-tokens, chunked prefill, no async scheduling:
+common/scheduler.py); `none,vllm-default` (vLLM on its own defaults) and an
+`--enforce-eager` vLLM are extra rows only. Measurements are interleaved: each
+repeat runs every configuration once on the same fresh prompt of each kind, so
+slow spells of a noisy machine fall on all of them; each figure is the median
+over the repeats (after one warm-up request per configuration and prompt kind)
+with the range beside it, and ratios are taken between medians of the same run.
 
 - TTFT: wall time until the request's first token, however many engine steps
   vLLM takes (it may chunk a long prefill; a pruned prompt runs in one step).
 - TPOT: median wall time of the request's decode steps.
-- KV: the request's KV bytes held right after its prefill, read from the
-  scheduler's block pool (bytes, since layer groups change what a block holds).
+- KV: the request's KV bytes held once its first token is out (every chunk of
+  its prefill has run), read from the scheduler's block pool (bytes, since
+  layer groups change what a block holds).
 - Concurrent short requests: the median decode step time of `--short-requests`
   requests too short to be pruned, decoding together, on vLLM and on a
   pruning engine.
@@ -24,6 +27,9 @@ Configurations are specs as in the other benchmarks (benchmarks/common/configs.p
 `none` (unmodified vLLM) is always measured, as the baseline. The budgeted ones of
 the default set run on an engine started with that budget (`engine-budget`).
 
+The results file (--json) holds the commit, the settings, the machine, every
+repeat's raw record and the summary table.
+
     python -m benchmarks.engine.performance          # 8k noise (ASL selects) and prose (no layer passes tau)
     python -m benchmarks.engine.performance --repeats 7 --json ratios.json
 """
@@ -31,12 +37,13 @@ the default set run on an engine started with that budget (`engine-budget`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+from benchmarks.common.cli import RESULTS_ROOT, settings_of
 from benchmarks.common.configs import (
     SHARED_ENGINE_PRUNER,
     Config,
@@ -45,12 +52,15 @@ from benchmarks.common.configs import (
     request_args,
     server_flags,
 )
+from benchmarks.common.results_file import ResultsFile
+from benchmarks.common.scheduler import add_scheduler_arguments, scheduler_of
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 CONFIGS = [
     "none",
+    "none,vllm-default",
     "none,eager",
     "asl",
     "asl,B=1024,engine-budget",
@@ -63,10 +73,11 @@ BASELINE = "none"
 
 
 def _prompt(llm: Any, haystack: str, length: int, tag: str) -> list[int]:
+    """The prompt of `tag`: every config given a tag gets the same one; a tag of its own keeps vLLM's prefix
+    cache from serving it."""
     from harness.chat_prompt import needle_prompt
     from harness.text_sources import haystack_text
 
-    # A fresh prefix per request: vLLM's prefix cache must not serve it.
     filler = f"Report {tag}. " + haystack_text(haystack, length)
     return needle_prompt(llm.get_tokenizer(), length, filler, None, 0.5, "Summarize.", "The summary is")
 
@@ -105,17 +116,19 @@ def measure_one(llm: Any, xargs: dict[str, Any], prompt: list[int], decode_token
     }
 
 
-def measure_short(llm: Any, count: int, length: int, decode_tokens: int, tag: str) -> float:
-    """Median decode step time of `count` short requests decoding together."""
+def measure_short(llm: Any, count: int, length: int, decode_tokens: int, prompt_tag: str, request_tag: str) -> float:
+    """Median decode step time of `count` short requests decoding together (prompts `prompt_tag`-i)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     engine = llm.llm_engine
     params = SamplingParams(temperature=0.0, max_tokens=decode_tokens + 1, ignore_eos=True)
     for index in range(count):
-        prompt = _prompt(llm, "noise", length, f"{tag}-{index}")
-        engine.add_request(f"{tag}-{index}", TokensPrompt(prompt_token_ids=prompt), params)
-    engine.step()  # every prefill in one step
+        prompt = _prompt(llm, "noise", length, f"{prompt_tag}-{index}")
+        engine.add_request(f"{request_tag}-{index}", TokensPrompt(prompt_token_ids=prompt), params)
+    pending = {f"{request_tag}-{index}" for index in range(count)}
+    while pending:  # the prefills: one step when they fit the token budget
+        pending -= {output.request_id for output in engine.step() if output.outputs[0].token_ids}
     steps = []
     while engine.has_unfinished_requests():
         began = time.perf_counter()
@@ -169,7 +182,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Config]
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--short-requests", type=int, default=8, help="0 skips the concurrent short requests")
     parser.add_argument("--short-length", type=int, default=200)
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS_ROOT / "engine" / "performance.json",
+        help="the results file: raw per-repeat records and the summary",
+    )
+    add_scheduler_arguments(parser)
     args = parser.parse_args(argv)
     try:
         configs = list({config.name: config for config in map(parse, [BASELINE, *args.configs])}.values())
@@ -191,10 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     from asl_vllm.embedded_model import materialize
 
     model = args.model or str(materialize())
+    scheduler = scheduler_of(args).engine_args()
+    groups = group_by_engine(configs, baseline_alone=True, scheduler=scheduler)
+    plan = {"configs": [c.name for c in configs], "engines": [e for e, _ in groups], "estimated_seconds": None}
+    results = ResultsFile(args.json, "engine_performance", settings_of(args), plan, resume=False)
     # Config name -> its engine and the engine's settings.
     engines: dict[str, tuple[Any, dict[str, Any]]] = {}
     started: list[Any] = []
-    for settings, group in group_by_engine(configs, baseline_alone=True):
+    for settings, group in groups:
         began = time.perf_counter()
         llm = LLM(model=model, max_model_len=8192, seed=0, **settings)
         started.append(llm)
@@ -202,36 +225,45 @@ def main(argv: list[str] | None = None) -> None:
         name = " ".join(server_flags(settings)) or "unmodified vLLM"
         print(f"engine {name}: started in {time.perf_counter() - began:.0f} s", flush=True)
 
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c.name: {h: [] for h in args.haystacks} for c in configs}
-    for repeat in range(-1, args.repeats):  # repeat -1: the warm-up, not recorded
+    for repeat in range(-1, args.repeats):  # repeat -1: each config's warm-up, not recorded
         for haystack in args.haystacks:
+            prompt_tag = f"{haystack}-{repeat}"
             for config in configs:
                 llm, settings = engines[config.name]
-                xargs = request_args(config, settings)
-                tag = f"{config.name}-{haystack}-{repeat}"
-                result = measure_one(llm, xargs, _prompt(llm, haystack, args.length, tag), args.decode_tokens, tag)
+                tag = f"{config.name}-{prompt_tag}"
+                prompt = _prompt(llm, haystack, args.length, f"warm-up-{tag}" if repeat < 0 else prompt_tag)
+                result = measure_one(llm, request_args(config, settings), prompt, args.decode_tokens, tag)
                 if repeat >= 0:
-                    runs[config.name][haystack].append(result)
+                    key = f"{haystack}/{repeat}"
+                    results.add({"config": config.name, "key": key, "haystack": haystack, "repeat": repeat, **result})
                     print(
                         f"repeat {repeat} {haystack:<5} {config.name:<28} ttft {result['ttft_s']:6.2f} s  "
                         f"tpot {result['tpot_s'] * 1000:6.1f} ms  layer {result['selection_layer']}",
                         flush=True,
                     )
 
-    short: dict[str, list[float]] = {}
     if args.short_requests:
         for repeat in range(-1, args.repeats):
             for name in (BASELINE, SHARED_ENGINE_PRUNER):
+                prompt_tag = f"short-warm-up-{name}" if repeat < 0 else f"short-{repeat}"
                 step = measure_short(
-                    engines[name][0], args.short_requests, args.short_length, 16, f"short-{name}-{repeat}"
+                    engines[name][0], args.short_requests, args.short_length, 16, prompt_tag, f"short-{name}-{repeat}"
                 )
                 if repeat >= 0:
-                    short.setdefault(name, []).append(step)
+                    results.add({"config": name, "key": f"short/{repeat}", "repeat": repeat, "step_s": step})
 
-    results = report(runs, short, args)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    records = results.document["records"]
+    runs = {
+        c.name: {h: [r for r in records if r["config"] == c.name and r.get("haystack") == h] for h in args.haystacks}
+        for c in configs
+    }
+    short: dict[str, list[float]] = {}
+    for record in records:
+        if "step_s" in record:
+            short.setdefault(record["config"], []).append(record["step_s"])
+    results.document["summary"] = report(runs, short, args)
+    results.finish()
+    print(f"wrote {args.json}")
     for llm in started:
         llm.llm_engine.engine_core.shutdown()
 

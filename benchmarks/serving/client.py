@@ -10,6 +10,7 @@ import asyncio
 import json
 import statistics
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,16 @@ class Stream:
     tpot_s: float | None
     output_tokens: int
     text: str
+    # The pruner's decision report (`kv_transfer_params["kv_pruner"]`); None from a server without a pruner.
+    report: dict[str, Any] | None = None
+
+
+@dataclass
+class KvHeld:
+    """The KV pool share one lone request holds once its prefill has finished, and its decision report."""
+
+    usage: float | None
+    report: dict[str, Any] | None
 
 
 @dataclass
@@ -36,29 +47,39 @@ class Wave:
 
 
 class PromptMaker:
-    """Distinct prose prompts of an exact length: a per-request prefix defeats prefix caching."""
+    """Prose prompts of an exact length, one per tag: every config given a tag gets the same prompt, and
+    each tag's own prefix keeps a prefix cache from serving one prompt's KV to another."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.count = 0
+        self._made: dict[tuple[int, str], list[int]] = {}
 
-    def __call__(self, length: int) -> list[int]:
-        self.count += 1
-        filler = f"Document {self.count}. " + haystack_text("prose", length)
-        return needle_prompt(
-            self.tokenizer,
-            length,
-            filler,
-            f"The special magic number is: {1000000 + self.count}.",
-            0.5,
-            "What is the special magic number mentioned in the text above?",
-            "The special magic number is",
-            at_sentence=True,
-        )
+    def __call__(self, length: int, tag: str) -> list[int]:
+        if (length, tag) not in self._made:
+            filler = f"Document {tag}. " + haystack_text("prose", length)
+            self._made[length, tag] = needle_prompt(
+                self.tokenizer,
+                length,
+                filler,
+                f"The special magic number is: {1000000 + zlib.crc32(tag.encode()) % 9000000}.",
+                0.5,
+                "What is the special magic number mentioned in the text above?",
+                "The special magic number is",
+                at_sentence=True,
+            )
+        return self._made[length, tag]
 
 
-async def stream_one(session: Any, url: str, prompt: list[int], max_tokens: int, xargs: dict[str, Any]) -> Stream:
-    """One streaming completion; raises RuntimeError on an HTTP error (the body says why)."""
+async def stream_one(
+    session: Any,
+    url: str,
+    prompt: list[int],
+    max_tokens: int,
+    xargs: dict[str, Any],
+    first_token: asyncio.Event | None = None,
+) -> Stream:
+    """One streaming completion; raises RuntimeError on an HTTP error (the body says why). `first_token` is
+    set when the first token arrives: the whole prefill, every chunk of it, has run by then."""
     body: dict[str, Any] = {
         "model": SERVED_NAME,
         "prompt": prompt,
@@ -74,6 +95,7 @@ async def stream_one(session: Any, url: str, prompt: list[int], max_tokens: int,
     token_times: list[float] = []
     pieces: list[str] = []
     tokens = 0
+    report = None
     async with session.post(f"{url}/v1/completions", json=body) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
@@ -85,12 +107,15 @@ async def stream_one(session: Any, url: str, prompt: list[int], max_tokens: int,
             if chunk.get("choices") and chunk["choices"][0].get("text"):
                 token_times.append(time.perf_counter())
                 pieces.append(chunk["choices"][0]["text"])
+                if first_token is not None:
+                    first_token.set()
+            report = (chunk.get("kv_transfer_params") or {}).get("kv_pruner", report)
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     if not token_times:
         raise RuntimeError("the stream carried no token")
     tpot = (token_times[-1] - token_times[0]) / (tokens - 1) if len(token_times) > 1 and tokens > 1 else None
-    return Stream(token_times[0] - began, tpot, tokens or len(token_times), "".join(pieces))
+    return Stream(token_times[0] - began, tpot, tokens or len(token_times), "".join(pieces), report)
 
 
 async def _gather(
@@ -137,24 +162,32 @@ def wave(url: str, prompts: list[list[int]], max_tokens: int, xargs: dict[str, A
     )
 
 
-def kv_usage_after_prefill(server: Server, prompt: list[int], xargs: dict[str, Any]) -> float:
-    """The share of the KV pool a lone request holds while it decodes (after its prefill freed what it could)."""
+def kv_held_after_prefill(server: Server, prompt: list[int], max_tokens: int, xargs: dict[str, Any]) -> KvHeld:
+    """The pool share a lone request holds after its first token, and its decision report.
 
-    async def probe() -> float:
+    The pool gauge is read only once the first token has streamed: before it, a chunked prefill
+    may sit between chunks and hold only part of the prompt. The smallest reading after it is
+    the prefill's KV (pruned blocks never come back; decoding adds at most a block per
+    `block_size` tokens). None when the request finished before a reading came.
+    """
+
+    async def probe() -> KvHeld:
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
-            task = asyncio.create_task(stream_one(session, server.url, prompt, 48, xargs))
+            first = asyncio.Event()
+            task = asyncio.create_task(stream_one(session, server.url, prompt, max_tokens, xargs, first))
             seen = []
             while not task.done():
-                await asyncio.sleep(0.3)
-                running = await asyncio.to_thread(server.gauge, "vllm:num_requests_running")
+                await asyncio.sleep(0.1)
+                if not first.is_set():
+                    continue
                 usage = await asyncio.to_thread(server.gauge, "vllm:kv_cache_usage_perc")
-                if running >= 1 and usage > 0:
+                running = await asyncio.to_thread(server.gauge, "vllm:num_requests_running")
+                if running >= 1 and not task.done():
                     seen.append(usage)
-            await task
-            # The last readings are after the prefill step; the first may be during it.
-            return min(seen[len(seen) // 2 :]) if seen else 0.0
+            stream = await task
+            return KvHeld(min(seen) if seen else None, stream.report)
 
     return asyncio.run(probe())
 

@@ -4,15 +4,20 @@
 adds vLLM with --enforce-eager as an extra row). Pruned configurations run on a server
 started with --kv-pruner and no --enforce-eager (the plugin decides what a pruner needs);
 asl, fastkv and snapkv share one server and choose per request (`vllm_xargs`), gemfilter
-and asl two-pass get their own. Per prompt length x concurrency, each server first sends
-one warm-up request (not counted), then --repeats waves of `concurrency` streaming
-requests, the server's configurations interleaved wave by wave; a timing is the median
-over the repeats, shown with its range: TTFT, TPOT (mean over a wave's clients) and
-output tokens/s. Then, per config: the KV one request holds after its prefill (its share
-of the pool, which has the same bytes on every server: --kv-cache-memory-bytes) and
-capacity: --capacity-requests long requests at once into a pool that holds
---pool-requests full-KV ones; the most running before vLLM's first preemption.
-Writes serving.json (rewritten after every wave), serving.png and the servers' logs.
+and asl two-pass get their own. Every server gets the same scheduler settings
+(--max-num-batched-tokens, chunked prefill, no async scheduling: common/scheduler.py);
+`none,vllm-default` is vLLM on its own defaults, an extra row. All servers run at once
+and take turns: per prompt length x concurrency, each config first sends one warm-up
+request (not counted), then repeat r sends one wave of `concurrency` streaming requests
+per config, on every server, before repeat r + 1; every config gets the same prompts. A
+timing is the median over the repeats, shown with its range: TTFT, TPOT (mean over a
+wave's clients) and output tokens/s. Then, per config: the KV one request holds after
+its prefill (its share of the pool, read once its first token has streamed, so every
+chunk of its prefill has run; the pool has the same bytes on every server:
+--kv-cache-memory-bytes), with the kept tokens of its decision report, and capacity:
+--capacity-requests long requests at once into a pool that holds --pool-requests
+full-KV ones; the most running before vLLM's first preemption. Writes serving.json
+(rewritten after every wave, one record per wave), serving.png and the servers' logs.
 
 Small (default, minutes): 2,000 tokens x 1/2 clients, 3 repeats, 16 output tokens.
 --full: 4,000 tokens x 1/4 clients, 3 repeats, 32 output tokens, capacity at 4,000 tokens.
@@ -40,14 +45,22 @@ from benchmarks.common.configs import (
 )
 from benchmarks.common.plots import grouped_bars
 from benchmarks.common.results_file import ResultsFile, unavailable_lines
+from benchmarks.common.scheduler import add_scheduler_arguments, scheduler_of
 from benchmarks.common.time_estimate import Work, describe, estimate
 from benchmarks.serving import tables
-from benchmarks.serving.client import PromptMaker, capacity, kv_usage_after_prefill, wave
+from benchmarks.serving.client import PromptMaker, capacity, kv_held_after_prefill, wave
 from benchmarks.serving.kv_pool import pool_bytes
 from benchmarks.serving.server_process import Server, ServerRefused, start
 
-SMALL_CONFIGS = ["none", "none,eager", "asl,B=1024,k=2048,tau=0.3", "fastkv,k=1024"]
-FULL_CONFIGS = ["none", "none,eager", "asl,B=1024,k=2048,tau=0.3", "snapkv,B=1024", "fastkv,k=1024"]
+SMALL_CONFIGS = ["none", "none,vllm-default", "none,eager", "asl,B=1024,k=2048,tau=0.3", "fastkv,k=1024"]
+FULL_CONFIGS = [
+    "none",
+    "none,vllm-default",
+    "none,eager",
+    "asl,B=1024,k=2048,tau=0.3",
+    "snapkv,B=1024",
+    "fastkv,k=1024",
+]
 SMALL = {
     "lengths": [2000],
     "concurrency": [1, 2],
@@ -89,6 +102,7 @@ def parse_args(argv: list[str] | None) -> Any:
         "--block-size", type=int, default=128, help="KV block size the pool is sized in (vLLM's CPU default)"
     )
     add_config_arguments(parser, SMALL_CONFIGS, FULL_CONFIGS, heads=[DEFAULT_HEADS])
+    add_scheduler_arguments(parser)
     args = parser.parse_args(argv)
     apply_preset(args, SMALL, FULL)
     if args.repeats < MIN_REPEATS:
@@ -101,7 +115,7 @@ def plan_work(configs: list[Config], args: Any) -> list[Work]:
     work = []
     for config in configs:
         for length in args.lengths:
-            work.append(Work(config, length, 2))
+            work += [Work(config, length, 2) for _ in args.concurrency]
             work += [Work(config, length, args.output_tokens, args.repeats * clients) for clients in args.concurrency]
         if not config.eager:
             work += [Work(config, length, PROBE_TOKENS) for length in probe_lengths(args)]
@@ -137,7 +151,8 @@ def kv_key(length: int) -> str:
 def estimated_seconds(argv: list[str] | None) -> float:
     args = parse_args(argv)
     configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
-    return estimate(plan_work(configs, args), len(group_by_engine(configs, baseline_alone=True)))
+    groups = group_by_engine(configs, baseline_alone=True, scheduler=scheduler_of(args).engine_args())
+    return estimate(plan_work(configs, args), len(groups))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -145,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     began = time.perf_counter()
     model = model_path(args)
     configs = configs_from_arguments(args, SMALL_CONFIGS, FULL_CONFIGS)
-    groups = group_by_engine(configs, baseline_alone=True)
+    groups = group_by_engine(configs, baseline_alone=True, scheduler=scheduler_of(args).engine_args())
     seconds = estimate(plan_work(configs, args), len(groups))
     print(f"serving: {len(configs)} configs on {len(groups)} servers")
     print(f"serving: estimated {describe(seconds)} on the reference 2-core CPU")
@@ -158,23 +173,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max(*args.lengths, args.capacity_length) + max(args.output_tokens, args.capacity_requests + 16) + CONTEXT_MARGIN
     )
     done = results.done()
-    for engine, group in groups:
-        runnable = [config for config in group if not {(config.name, key) for key in record_keys(config, args)} <= done]
-        if not runnable:
-            continue
-        flags = server_flags(engine) + ["--kv-cache-memory-bytes", str(pool)]
-        if args.block_size != 128:
-            flags += ["--block-size", str(args.block_size)]
-        name = "+".join(file_stem(config.name) for config in runnable)
-        try:
-            server = start(model, flags, args.out / f"server_{name}.log", max_len)
-        except ServerRefused as refused:
-            for config in runnable:
-                results.unavailable(config.name, str(refused))
-            continue
-        try:
-            measure(server, engine, runnable, args, make, results, pool)
-        finally:
+    servers: list[tuple[Server, dict[str, Any], list[Config]]] = []
+    try:
+        for engine, group in groups:
+            runnable = [c for c in group if not {(c.name, key) for key in record_keys(c, args)} <= done]
+            if not runnable:
+                continue
+            flags = server_flags(engine) + ["--kv-cache-memory-bytes", str(pool)]
+            if args.block_size != 128:
+                flags += ["--block-size", str(args.block_size)]
+            name = "+".join(file_stem(config.name) for config in runnable)
+            try:
+                servers.append((start(model, flags, args.out / f"server_{name}.log", max_len), engine, runnable))
+            except ServerRefused as refused:
+                for config in runnable:
+                    results.unavailable(config.name, str(refused))
+        measure(servers, args, make, results, pool)
+    finally:
+        for server, _, _ in servers:
             server.stop()
     document = results.finish()
     plot(document, args.out)
@@ -184,19 +200,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def measure(
-    server: Server,
-    engine: dict[str, Any],
-    configs: list[Config],
+    servers: list[tuple[Server, dict[str, Any], list[Config]]],
     args: Any,
     make: PromptMaker,
     results: ResultsFile,
     pool: int,
 ) -> None:
-    """The load levels (configs interleaved wave by wave), then each config's KV probe and capacity run."""
+    """The load levels (every config of every server in turn, repeat by repeat), then each config's KV probe
+    and capacity run."""
     done = results.done()
     refused: set[str] = set()
 
-    def attempt(config: Config, key: str, run: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def attempt(
+        config: Config, engine: dict[str, Any], key: str, run: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
         if config.name in refused or (config.name, key) in done:
             return
         try:
@@ -207,33 +224,48 @@ def measure(
             return
         results.add({"config": config.name, "key": key, **record})
 
+    every = [(server, engine, config) for server, engine, group in servers for config in group]
     for length in args.lengths:
         for clients in args.concurrency:
-            wave(server.url, [make(length)], 2, request_args(configs[0], engine))  # warm-up, not counted
+            for server, engine, config in every:  # each config's own warm-up, not counted
+                if config.name not in refused:
+                    warm_up = make(length, f"warm-up/{config.name}/{length}x{clients}")
+                    wave(server.url, [warm_up], 2, request_args(config, engine))
             for repeat in range(args.repeats):
-                for config in configs:
-                    load = functools.partial(_load, server, make, length, clients, repeat, args.output_tokens)
-                    attempt(config, load_key(length, clients, repeat), load)
-    for config in (c for c in configs if not c.eager):
+                key = load_key(length, clients, repeat)
+                prompts = [make(length, f"{key}/{index}") for index in range(clients)]
+                for server, engine, config in every:
+                    load = functools.partial(_load, server, prompts, length, clients, repeat, args.output_tokens)
+                    attempt(config, engine, key, load)
+    for server, engine, config in every:
+        if config.eager:
+            continue
         for length in probe_lengths(args):
-            attempt(config, kv_key(length), functools.partial(_kv, server, make, length, pool))
-        attempt(config, CAPACITY_KEY, functools.partial(_capacity, server, make, args))
+            attempt(config, engine, kv_key(length), functools.partial(_kv, server, make, length, pool))
+        attempt(config, engine, CAPACITY_KEY, functools.partial(_capacity, server, make, args))
 
 
 def _load(
-    server: Server, make: PromptMaker, length: int, clients: int, repeat: int, tokens: int, xargs: dict[str, Any]
+    server: Server,
+    prompts: list[list[int]],
+    length: int,
+    clients: int,
+    repeat: int,
+    tokens: int,
+    xargs: dict[str, Any],
 ) -> dict[str, Any]:
-    measured = wave(server.url, [make(length) for _ in range(clients)], tokens, xargs)
+    measured = wave(server.url, prompts, tokens, xargs)
     return {"kind": "load", "length": length, "clients": clients, "repeat": repeat, **vars(measured)}
 
 
 def _kv(server: Server, make: PromptMaker, length: int, pool: int, xargs: dict[str, Any]) -> dict[str, Any]:
-    usage = kv_usage_after_prefill(server, make(length), xargs)
-    return {"kind": "kv", "length": length, "usage": usage, "kv_bytes": round(usage * pool)}
+    held = kv_held_after_prefill(server, make(length, kv_key(length)), PROBE_TOKENS, xargs)
+    kv_bytes = None if held.usage is None else round(held.usage * pool)
+    return {"kind": "kv", "length": length, "usage": held.usage, "kv_bytes": kv_bytes, "report": held.report}
 
 
 def _capacity(server: Server, make: PromptMaker, args: Any, xargs: dict[str, Any]) -> dict[str, Any]:
-    prompts = [make(args.capacity_length) for _ in range(args.capacity_requests)]
+    prompts = [make(args.capacity_length, f"{CAPACITY_KEY}/{index}") for index in range(args.capacity_requests)]
     return {"kind": "capacity", "length": args.capacity_length, **capacity(server, prompts, xargs)}
 
 
@@ -241,8 +273,13 @@ def render(document: dict[str, Any], link: str = "") -> str:
     records, settings = document["records"], document["settings"]
     pruned = next((c for c in document["plan"]["configs"] if parse(c).method.adaptive), None)
     lines = [
-        f"Median over {settings['repeats']} waves after a warm-up request (range in brackets); "
-        f"`none` is vLLM in its default mode, `none,eager` the same with --enforce-eager (extra row). "
+        f"Median over {settings['repeats']} waves after a warm-up request per config (range in brackets), servers "
+        "and configs taking turns wave by wave on the same prompts; "
+        f"`none` is vLLM in its default mode under the scheduler settings every server gets "
+        f"(--max-num-batched-tokens {settings.get('max_num_batched_tokens', 'as vLLM sets it')}, chunked prefill, "
+        "no async scheduling), `none,vllm-default` vLLM on its own defaults and `none,eager` with --enforce-eager "
+        "(extra rows). KV after prefill: the pool share a lone request holds once its first token has streamed; "
+        "kept tokens: its decision report's. "
         f"KV pool: {settings['pool_requests']} full-KV requests of {settings['capacity_length']} tokens, "
         "the same bytes on every server.",
         "",

@@ -1,23 +1,25 @@
 """Memory pressure: a burst of long requests against a KV pool sized for a few full ones.
 
-Three `vllm serve` servers on the same pool: vLLM unchanged (default mode), a fixed
-`--kv-budget` and `--kv-budget auto`. Each burst sends --requests prompts of --length
+Four `vllm serve` servers on the same pool: vLLM unchanged (default mode), a fixed
+`--kv-budget` and `--kv-budget auto`, all three under the same scheduler settings
+(--max-num-batched-tokens, chunked prefill, no async scheduling: common/scheduler.py),
+and `vllm default`, vLLM on its own scheduler defaults (an extra row). Each burst sends --requests prompts of --length
 tokens, one every --arrival-s / --requests seconds, each with a 7-digit needle at a
 depth between 10 % and 90 % of a noise or prose haystack; the model answers greedily
 after "The special magic number is". The servers take turns burst by burst (the same
-prompts for all three within a repeat, new prompts each repeat), after two warm-up
+prompts for all within a repeat, new prompts each repeat), after two warm-up
 requests per server that are not counted. Printed per server:
 completed requests per minute (from the first send to the last completion), TTFT p50 and
 p99 (nearest rank: the slowest request below 100), preemptions (vLLM's counter) and,
 for the pruning servers, shrinks and preemptions avoided (the pruner's counters): the
 median over repeats with [min, max]. Needle accuracy is pooled over the repeats with a
 95 % Wilson interval, and each server's loss is against vLLM's answers to the same
-prompts. Writes pressure.json.
+prompts. Writes pressure.json (commit, settings, machine and one record per burst, rewritten
+after each).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -26,7 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common.cli import load_tokenizer, model_path, parser_for, settings_of
-from benchmarks.common.machine import describe, one_line
+from benchmarks.common.configs import server_flags
+from benchmarks.common.machine import one_line
+from benchmarks.common.results_file import ResultsFile
+from benchmarks.common.scheduler import add_scheduler_arguments, scheduler_of
 from benchmarks.common.stats import Score, score
 from benchmarks.serving import client
 from benchmarks.serving.kv_pool import pool_bytes
@@ -59,13 +64,17 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--pruner", default="asl")
     parser.add_argument("--budget", type=int, default=1024, help="the fixed --kv-budget, and auto's --kv-budget-min")
     parser.add_argument("--seed", type=int, default=0)
+    add_scheduler_arguments(parser)
     return parser.parse_args(argv)
 
 
 def server_configs(args: Any) -> dict[str, list[str]]:
+    """Server name -> its flags: the scheduler settings on every server but `vllm default`."""
+    scheduler = server_flags(scheduler_of(args).engine_args())
     return {
-        "vllm": [],
-        f"fixed B={args.budget}": ["--kv-pruner", args.pruner, "--kv-budget", str(args.budget)],
+        "vllm": scheduler,
+        "vllm default": [],
+        f"fixed B={args.budget}": ["--kv-pruner", args.pruner, "--kv-budget", str(args.budget), *scheduler],
         f"auto min={args.budget}": [
             "--kv-pruner",
             args.pruner,
@@ -73,6 +82,7 @@ def server_configs(args: Any) -> dict[str, list[str]]:
             "auto",
             "--kv-budget-min",
             str(args.budget),
+            *scheduler,
         ],
     }
 
@@ -142,40 +152,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"pressure: {args.requests} x {args.length} tokens over {args.arrival_s:g} s, pool of {pool / 2**20:.0f} MiB")
     servers: dict[str, Server] = {}
-    document: dict[str, Any] = {
-        "benchmark": "pressure",
-        "settings": settings_of(args),
-        "machine": describe(),
-        "pool_bytes": pool,
-        "records": [],
-        "unavailable": {},
-    }
+    plan = {"configs": list(configs), "flags": configs, "pool_bytes": pool, "estimated_seconds": None}
+    results = ResultsFile(args.out / "pressure.json", "pressure", settings_of(args), plan, resume=False)
     try:
         for name, flags in configs.items():
-            stem = name.split()[0]
+            stem = name.replace(" ", "_")
             try:
                 servers[name] = start(
                     model, [*flags, "--kv-cache-memory-bytes", str(pool)], args.out / f"server_{stem}.log", max_len
                 )
             except ServerRefused as refused:
-                document["unavailable"][name] = str(refused)
+                results.unavailable(name, str(refused))
         warm_up = [item.prompt for item in build_items(tokenizer, args, -1)[:2]]
         for server in servers.values():
             client.burst(server.url, warm_up, args.max_tokens, 0.0, BURST_TIMEOUT_S)  # compiles and caches: not counted
         for repeat in range(args.repeats):
             items = build_items(tokenizer, args, repeat)
             for name, server in servers.items():
-                record = {"config": name, "repeat": repeat, **burst(server, items, args)}
-                document["records"].append(record)
+                record = {"config": name, "key": f"burst/{repeat}", "repeat": repeat, **burst(server, items, args)}
+                results.add(record)
                 print(
                     f"  {name} repeat {repeat}: {record['requests_per_min']:.1f} req/min, "
                     f"TTFT p99 {record['ttft_p99_s']:.1f} s, preemptions {record['preemptions']:.0f}, "
                     f"shrinks {record['shrinks']:.0f}"
                 )
-                (args.out / "pressure.json").write_text(json.dumps(document, indent=1))
     finally:
         for server in servers.values():
             server.stop()
+    document = results.finish()
     print(render(document))
     print(f"wrote {args.out / 'pressure.json'} ({time.perf_counter() - began:.0f} s)")
     return document

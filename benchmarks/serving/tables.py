@@ -1,7 +1,8 @@
 """Markdown tables and targets of the serving benchmark, computed from its records.
 
 Records: `load` (one wave: mean TTFT and TPOT over its clients, output tokens/s),
-`kv` (share of the pool and bytes one request holds after its prefill) and `capacity`.
+`kv` (share of the pool and bytes one request holds once its first token has streamed, and
+its decision report) and `capacity`.
 A timing is the median over the repeats of a level, shown with its range; ratios are to
 `none`, unmodified vLLM in its default mode, measured in the same run.
 """
@@ -77,10 +78,17 @@ def _one(records: Sequence[Record], config: str, kind: str, length: int | None =
     )
 
 
+def kept_tokens(held: Record) -> str:
+    """`kept / prompt` tokens from the record's decision report; `-` from a server without a pruner."""
+    report = held.get("report")
+    return f"{report['kept_tokens']:,} / {report['prompt_tokens']:,}" if report else "-"
+
+
 def memory_table(records: Sequence[Record]) -> str:
     lines = [
-        "| config | tokens | KV MiB after prefill | x none | most running before preemption | x none | preemptions |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| config | tokens | KV MiB after prefill | x none | kept tokens (report) | most running before preemption "
+        "| x none | preemptions |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for config in by_config([r for r in records if r["kind"] in ("kv", "capacity")]):
         filled, base_fill = _one(records, config, "capacity"), _one(records, BASELINE, "capacity")
@@ -88,9 +96,10 @@ def memory_table(records: Sequence[Record]) -> str:
         base_most = base_fill["max_running_before_preemption"] if base_fill else None
         for held in (r for r in records if r["config"] == config and r["kind"] == "kv"):
             ref = _one(records, BASELINE, "kv", held["length"])
+            mib = "-" if held["kv_bytes"] is None else f"{held['kv_bytes'] / 2**20:.1f}"
             lines.append(
-                f"| {config} | {held['length']} | {held['kv_bytes'] / 2**20:.1f} | "
-                f"{_ratio(held['kv_bytes'], ref and ref['kv_bytes'])} | {'-' if most is None else most} | "
+                f"| {config} | {held['length']} | {mib} | {_ratio(held['kv_bytes'], ref and ref['kv_bytes'])} | "
+                f"{kept_tokens(held)} | {'-' if most is None else most} | "
                 f"{_ratio(most, base_most)} | {filled['preemptions'] if filled else '-'} |"
             )
     return "\n".join(lines)
@@ -100,7 +109,7 @@ def targets(records: Sequence[Record], config: str, capacity_length: int) -> str
     """The serving targets for one pruned config against none (printed, not asserted)."""
     held, base_held = _one(records, config, "kv", capacity_length), _one(records, BASELINE, "kv", capacity_length)
     filled, base_fill = _one(records, config, "capacity"), _one(records, BASELINE, "capacity")
-    if not (held and base_held and filled and base_fill):
+    if not (held and base_held and filled and base_fill) or None in (held["kv_bytes"], base_held["kv_bytes"]):
         return f"Targets: not measured (needs {config} and {BASELINE})"
     kv = held["kv_bytes"] / max(base_held["kv_bytes"], 1)
     fill = filled["max_running_before_preemption"] / max(base_fill["max_running_before_preemption"], 1)

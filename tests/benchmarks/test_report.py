@@ -120,6 +120,18 @@ def test_report_section_names_command_machine_and_a_partial_run(tmp_path):
     assert "| none | 100 [84, 100] (n=20) |" in section
 
 
+def test_report_does_not_show_a_results_file_older_than_a_default_it_depends_on(tmp_path):
+    document = needle_document()
+    document["plan"]["configs"].append("asl,B=1024,k=2048,tau=0.3")  # runs on --kv-budget-layers's default
+    document |= {"commit": "0" * 40, "commit_date": "2026-11-01T00:00:00+00:00"}
+    section = report.render({"niah": document}, "python -m benchmarks.report --full", tmp_path)
+    assert "`python -m benchmarks.accuracy.niah --full`: STALE, not shown: measured at commit 0000000" in section
+    assert "--kv-budget-layers's default changed" in section and "| none |" not in section
+    document["commit_date"] = "2026-12-05T00:00:00+00:00"
+    section = report.render({"niah": document}, "python -m benchmarks.report --full", tmp_path)
+    assert "`python -m benchmarks.accuracy.niah --full` at commit 0000000: 10 min 00 s" in section
+
+
 def test_replace_section_keeps_the_rest_of_the_readme():
     readme = f"# Title\n{report.START}\nold\n{report.END}\n## Tests\n"
     assert report.replace_section(readme, "new") == f"# Title\n{report.START}\nnew\n{report.END}\n## Tests\n"
@@ -129,6 +141,10 @@ def test_results_file_resumes_only_the_same_settings(tmp_path):
     path = tmp_path / "niah.json"
     first = ResultsFile(path, "niah", {"lengths": [4000]}, {"requests": 2}, resume=False)
     first.add({"config": "none", "key": "p0", "score": 1.0})
-    assert json.loads(path.read_text())["records"] == [{"config": "none", "key": "p0", "score": 1.0}]
+    written = json.loads(path.read_text())
+    assert written["records"] == [{"config": "none", "key": "p0", "score": 1.0}]
+    assert {"commit", "commit_date", "dirty", "settings", "machine"} <= written.keys()
     assert ResultsFile(path, "niah", {"lengths": [4000]}, {}, resume=True).done() == {("none", "p0")}
     assert ResultsFile(path, "niah", {"lengths": [8000]}, {}, resume=True).done() == set()
+    path.write_text(json.dumps({**written, "commit": "another"}))
+    assert ResultsFile(path, "niah", {"lengths": [4000]}, {}, resume=True).done() == set()

@@ -64,7 +64,7 @@ class StepLog:
             self._restore()
 
 
-def test_a_pool_that_never_fills_keeps_full_kv_and_vllm_outputs(auto_pool):
+def test_a_pool_that_never_fills_keeps_full_kv_and_pruner_none_outputs(auto_pool):
     start_free = free_blocks(auto_pool)
     prompts = {f"roomy-{index}": haystack_tokens(auto_pool, 800, salt=f"Roomy {index}. ") for index in range(2)}
     log = StepLog(auto_pool)

@@ -44,7 +44,7 @@ def test_short_prompts_match_unpruned_vllm(full_kv, pruned):
     assert decisions(pruned) == {}
 
 
-def test_6k_prompt_selection_layer_and_blocks(pruned):
+def test_6k_prompt_keeps_its_budget_in_every_layer_and_holds_only_its_blocks(pruned):
     num_tokens = 6000
     prompt = haystack_tokens(pruned, num_tokens)
     engine = pruned.llm_engine

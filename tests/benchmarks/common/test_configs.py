@@ -9,6 +9,7 @@ from benchmarks.common.configs import (
     server_flags,
     with_heads,
 )
+from benchmarks.common.scheduler import SchedulerSettings
 
 
 def test_spec_round_trips_through_its_name():
@@ -86,6 +87,21 @@ def test_serving_baseline_is_unmodified_vllm_in_its_default_mode():
     assert request_args(parse("none"), {}) == {}
     assert server_flags({"enforce_eager": True}) == ["--enforce-eager"]
     assert server_flags({"kv_pruner": "asl", "asl_two_pass": True}) == ["--kv-pruner", "asl", "--asl-two-pass"]
+
+
+def test_every_engine_but_vllm_default_gets_the_scheduler_settings_as_flags():
+    scheduler = SchedulerSettings(max_num_batched_tokens=1024).engine_args()
+    flags = ["--max-num-batched-tokens", "1024", "--enable-chunked-prefill", "--no-async-scheduling"]
+    groups = group_by_engine(
+        [parse("none"), parse("none,vllm-default"), parse("asl,B=1024")], baseline_alone=True, scheduler=scheduler
+    )
+    assert [(server_flags(engine), [c.name for c in group]) for engine, group in groups] == [
+        (flags, ["none"]),
+        ([], ["none,vllm-default"]),
+        (["--kv-pruner", "asl", *flags], ["asl,B=1024"]),
+    ]
+    with pytest.raises(ValueError, match="only none,vllm-default"):
+        parse("asl,vllm-default")
 
 
 def test_engine_budget_starts_the_engine_with_the_budget():

@@ -3,22 +3,26 @@
 import pytest
 
 from benchmarks.common.configs import group_by_engine, request_args
+from benchmarks.common.scheduler import scheduler_of
 from benchmarks.engine import performance
 
 
-def test_default_configs_and_their_engines():
-    _, configs = performance.parse_args([])
-    groups = group_by_engine(configs, baseline_alone=True)
+def test_default_configs_and_their_engines_share_the_scheduler_settings():
+    args, configs = performance.parse_args(["--max-num-batched-tokens", "4096"])
+    same = {"max_num_batched_tokens": 4096, "enable_chunked_prefill": True, "async_scheduling": False}
+    assert scheduler_of(args).engine_args() == same
+    groups = group_by_engine(configs, baseline_alone=True, scheduler=same)
     assert [(engine, [c.name for c in group]) for engine, group in groups] == [
-        ({}, ["none"]),
-        ({"enforce_eager": True}, ["none,eager"]),
-        ({"kv_pruner": "asl"}, ["asl", "fastkv"]),
-        ({"kv_pruner": "asl", "kv_budget": 1024}, ["asl,B=1024,engine-budget", "snapkv,B=1024,engine-budget"]),
-        ({"kv_pruner": "gemfilter"}, ["gemfilter"]),
-        ({"kv_pruner": "asl", "asl_two_pass": True}, ["asl-2pass"]),
+        (same, ["none"]),
+        ({}, ["none,vllm-default"]),
+        ({"enforce_eager": True, **same}, ["none,eager"]),
+        ({"kv_pruner": "asl", **same}, ["asl", "fastkv"]),
+        ({"kv_pruner": "asl", "kv_budget": 1024, **same}, ["asl,B=1024,engine-budget", "snapkv,B=1024,engine-budget"]),
+        ({"kv_pruner": "gemfilter", **same}, ["gemfilter"]),
+        ({"kv_pruner": "asl", "asl_two_pass": True, **same}, ["asl-2pass"]),
     ]
     assert request_args(configs[0], groups[0][0]) == {}
-    assert request_args(configs[4], groups[3][0]) == {"kv_pruner": "snapkv", "kv_budget": 1024}
+    assert request_args(configs[5], groups[4][0]) == {"kv_pruner": "snapkv", "kv_budget": 1024}
 
 
 def test_the_baseline_is_always_measured_first():
