@@ -78,8 +78,9 @@ def prefill_prune_config(
 ) -> PrunerConfig | None:
     """The config a prefill of `num_tokens` is pruned with, or None when it is not pruned.
 
-    Called by the worker when a prefill starts. Invalid per-request settings are rejected by the
-    frontend before they reach here; if one does, the request is not pruned.
+    Called by the scheduler once per request (`asl_vllm.engine.prefill_plan.PrefillPlanner`). Invalid
+    per-request settings are rejected by the frontend before they reach here; if one does, the request is
+    not pruned.
     """
     if not server.enabled or sampling_params is None:
         return None

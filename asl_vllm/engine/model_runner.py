@@ -1,8 +1,11 @@
 """Model runner mixin: the pruning layer loop for a step that prunes a prefill, vLLM's forward for every other.
 
 Subclasses vLLM 0.32's V1 `GPUModelRunner` family (`CPUModelRunner` on the CPU
-build). Only a step holding a prefill to be pruned leaves vLLM's own path: it
-runs eagerly (`step_needs_eager`, vLLM's per-step `force_eager` switch) through
+build). Only a step holding a prefill to be pruned leaves vLLM's own path; the
+scheduler says which, with a `PrefillPlan` per such prefill on the step's
+`SchedulerOutput` (`asl_vllm.engine.step_plan`), and the runner prunes each as
+its plan says, deciding nothing itself. Such a step runs eagerly
+(`step_needs_eager`, vLLM's per-step `force_eager` switch) through
 `PruningStep` (`replacement_forward`). Every other step, decodes of pruned
 requests included, runs vLLM's forward in its default mode (torch.compile,
 CUDA graphs); a pruned request differs there only in its attention metadata
@@ -29,7 +32,7 @@ from vllm.config import CompilationMode
 from vllm.v1.attention.backend import CommonAttentionMetadata
 from vllm.v1.kv_cache_interface import KVCacheSpec
 
-from asl_vllm.config import PrunerConfig, from_vllm_config
+from asl_vllm.config import from_vllm_config
 from asl_vllm.engine.attention_groups import OffsetAttentionGroup, check_whole_blocks
 from asl_vllm.engine.attention_layout import StepTables
 from asl_vllm.engine.decision_channel import with_decisions
@@ -38,10 +41,9 @@ from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
 from asl_vllm.engine.prefill_plan import PrefillPlan
-from asl_vllm.engine.pressure_plan import step_plan
 from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.engine.shrinking import Shrinker
-from asl_vllm.request_config import prefill_prune_config
+from asl_vllm.engine.step_plan import step_plan
 from asl_vllm.scoring.head_shards import tensor_parallel_shards
 from asl_vllm.scoring.kv_layout import check_backend
 from asl_vllm.scoring.memory import layer_loop_bytes, scoring_transient_bytes
@@ -62,6 +64,8 @@ class PruningRunnerMixin(RunnerHooks):
         # Bounded: a server that never asks for them must not accumulate them.
         self.pruner_decisions: deque[PruneDecision] = deque(maxlen=DECISIONS_KEPT)
         self._step_decisions: list[PruneDecision] = []
+        # The scheduler's plans for the prefills this step prunes (`step_scheduled`), by request.
+        self._step_plans: dict[str, PrefillPlan] = {}
         self._planned_steps: list[RequestStep] | None = None
 
     def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
@@ -124,8 +128,6 @@ class PruningRunnerMixin(RunnerHooks):
             shards=tensor_parallel_shards(self.model_config.get_total_num_kv_heads()),
         )
         self.shrinker = Shrinker(stack, layer_groups, self.kv_offsets.block_size, config.window)
-        # Auto budgets the scheduler chose for prefills of this step (`asl_vllm.engine.pressure_plan`).
-        self._auto_budgets: dict[str, int | None] = {}
         # Compile the scoring kernels now, not during the first pruned request.
         warm_up_kernels(
             self.device,
@@ -164,9 +166,8 @@ class PruningRunnerMixin(RunnerHooks):
         return self.attn_groups[group][0].build_unshifted(common)
 
     def step_scheduled(self, scheduler_output: Any) -> None:
-        """Take the step's auto budgets, and shrink the requests the scheduler shrank before anything runs."""
-        budgets, shrinks = step_plan(scheduler_output)
-        self._auto_budgets.update(budgets)
+        """Take the step's prefill plans, and shrink the requests the scheduler shrank before anything runs."""
+        self._step_plans, shrinks = step_plan(scheduler_output)
         for req_id, first_slot in shrinks.items():
             block_ids = self.requests[req_id].block_ids
             rows = [torch.tensor(ids, dtype=torch.int32, device=self.device) for ids in block_ids]
@@ -177,8 +178,6 @@ class PruningRunnerMixin(RunnerHooks):
     def requests_leaving(self, req_ids: list[str]) -> None:
         self.kv_offsets.discard(req_ids)
         self.shrinker.discard(req_ids)
-        for req_id in req_ids:
-            self._auto_budgets.pop(req_id, None)
 
     def batch_updated(self, req_ids: list[str | None]) -> None:
         self.kv_offsets.refresh(req_ids)
@@ -226,35 +225,16 @@ class PruningRunnerMixin(RunnerHooks):
         return with_decisions(output, decisions) if decisions else output
 
     def _plan_steps(self) -> list[RequestStep] | None:
-        """This step's requests when one of them is a whole prefill to prune; None otherwise.
-
-        Only a request starting from token 0 can be one, so a step without such a row (every decode
-        step) costs one vectorized comparison; the per-request list is built only for a pruning step."""
+        """This step's requests, each with its plan if the scheduler sent one, when the step prunes a prefill;
+        None otherwise (every decode step: one look at the step's plans)."""
+        plans, self._step_plans = self._step_plans, {}
+        if not plans:
+            return None
         num_reqs = self.input_batch.num_reqs
-        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs]
-        fresh = (computed == 0).nonzero()[0].tolist()
-        if not fresh:
-            return None
+        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs].tolist()
         starts = self.query_start_loc.np[: num_reqs + 1].tolist()
-        req_ids = self.input_batch.req_ids[:num_reqs]
-        num_layers = self.pruner_stack.num_layers
-        configs: dict[int, PrunerConfig] = {}
-        for row in fresh:
-            num_rows = starts[row + 1] - starts[row]
-            state = self.requests[req_ids[row]]
-            if num_rows == state.num_tokens:
-                config = prefill_prune_config(self.pruner_config, state.sampling_params, num_rows, num_layers)
-                if config is not None:
-                    configs[row] = config
-        if not configs:
-            return None
-        computed_tokens = computed.tolist()
         steps = []
-        for row, req_id in enumerate(req_ids):
-            prune_config = configs.get(row)
-            keeps_scores = prune_config is not None and prune_config.budget_auto
-            if keeps_scores:
-                prune_config = prune_config.with_budget(self._auto_budgets.pop(req_id, None))
+        for row, req_id in enumerate(self.input_batch.req_ids[:num_reqs]):
             pruned = self.kv_offsets.requests.get(req_id)
             num_rows = starts[row + 1] - starts[row]
             steps.append(
@@ -262,8 +242,8 @@ class PruningRunnerMixin(RunnerHooks):
                     req_id,
                     starts[row],
                     num_rows,
-                    computed_tokens[row] + num_rows,
-                    None if prune_config is None else PrefillPlan(req_id, prune_config, num_rows, keeps_scores),
+                    computed[row] + num_rows,
+                    plans.get(req_id),
                     None if pruned is None else pruned.group_offsets,
                 )
             )

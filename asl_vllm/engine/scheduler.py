@@ -1,26 +1,31 @@
-"""Scheduler of a pruning engine: whole prefills for prompts to prune, freed heads, decision reports.
+"""Scheduler of a pruning engine: the plan of each prefill to prune, freed heads, decision reports.
 
-A prompt is pruned only when its whole prefill runs in one step, so a request
-that will be pruned is never split by chunked prefill: where vLLM would
-schedule only part of it, it waits for a later step, as with chunked prefill
-off (`prefill_tokens_to_schedule`, a hook of `asl_vllm.vllm_compat.scheduler`).
+Whether a request's prefill is pruned, and with which settings, is decided
+here once (`PrefillPlanner`, `asl_vllm.engine.prefill_plan`). A prompt is
+pruned only when its whole prefill runs in one step, so a request that will be
+pruned is never split by chunked prefill: where vLLM would schedule only part
+of it, it waits for a later step, as with chunked prefill off
+(`prefill_tokens_to_schedule`, a hook of `asl_vllm.vllm_compat.scheduler`).
 Every other request is chunked as vLLM does. A prompt longer than the step's
 token budget can never run whole: it is served unpruned, and the log says so.
+The step that runs a pruned prefill carries its `PrefillPlan` to the worker
+(`asl_vllm.engine.step_plan`), which prunes it as the plan says. A preempted
+request is planned afresh for its recompute.
 
 After a pruning prefill, every layer of KV cache group g keeps its tokens in
 the tail slots [D_g, N) (`asl_vllm.budget`); the worker reports the offsets on
-the step's `ModelRunnerOutput` (`asl_vllm.engine.decision_channel`). Each group's `PrunedHeadManager` records its
-offset and frees blocks [0, D_g / block_size) right away, through vLLM's own
-`remove_skipped_blocks`.
+the step's `ModelRunnerOutput` (`asl_vllm.engine.decision_channel`), and each
+group's `PrunedHeadManager` frees blocks [0, D_g / block_size) right away
+(`_free_heads`).
 
 With `--kv-budget auto` (`asl_vllm.pressure`), the budget of a prefill is
 chosen from the pool's usage once the step that schedules it has allocated its
-blocks, and travels to the worker on that step's output
-(`asl_vllm.engine.pressure_plan`). When a running request cannot get its next
+blocks, and is its plan's budget. When a running request cannot get its next
 block, running auto-budget requests are shrunk in place (`make_room`, the one
 holding the most blocks first) before vLLM preempts anything: the scheduler
-frees their head blocks at once, and the worker moves the kept tokens before
-the step's forward (`asl_vllm.engine.shrinking`).
+frees their head blocks at once (`_free_heads` again), and the worker, told on
+the next step's output, moves the kept tokens before that step's forward
+(`asl_vllm.engine.shrinking`).
 
 Each request's decision report (`PruneDecision.report`) rides on its first and
 its last `EngineCoreOutput` as `kv_transfer_params["kv_pruner"]`, the one
@@ -32,6 +37,7 @@ never in their place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +46,11 @@ from asl_vllm.engine import head_manager
 from asl_vllm.engine.decision_channel import step_decisions
 from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
-from asl_vllm.engine.pressure_plan import with_plan
+from asl_vllm.engine.prefill_plan import PrefillPlan, PrefillPlanner
+from asl_vllm.engine.step_plan import with_plan
 from asl_vllm.log import logger
-from asl_vllm.pressure import auto_budget, shrunk_keep
-from asl_vllm.request_config import prefill_prune_config, requested_pruner
+from asl_vllm.pressure import shrunk_keep
+from asl_vllm.request_config import requested_pruner
 from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 from asl_vllm.vllm_compat.scheduler import SchedulerHooks
 
@@ -66,10 +73,12 @@ class PruningScheduler(SchedulerHooks):
         head_manager.register(vllm_config)
         super().__init__(*args, vllm_config=vllm_config, **kwargs)
         self.pruner_config = from_vllm_config(self.vllm_config)
-        self.pruner_num_layers = self.vllm_config.model_config.hf_config.num_hidden_layers
         threshold = self.scheduler_config.long_prefill_token_threshold
-        self._whole_prefill_limit = min(self.max_num_scheduled_tokens, threshold or self.max_num_scheduled_tokens)
-        self._unpruned_too_long: set[str] = set()
+        self.prefill_planner = PrefillPlanner(
+            self.pruner_config,
+            self.vllm_config.model_config.hf_config.num_hidden_layers,
+            max_prefill_tokens=min(self.max_num_scheduled_tokens, threshold or self.max_num_scheduled_tokens),
+        )
         # Report of each unfinished request, for its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
         # Auto budgets until the prefill's decision arrives: the pool usage each was chosen at, and its floor.
@@ -82,33 +91,28 @@ class PruningScheduler(SchedulerHooks):
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         output = super().schedule(*args, **kwargs)
-        budgets = self._choose_auto_budgets(output)
+        plans = self._plan_prefills(output)
         shrinks, self._step_shrinks = self._step_shrinks, {}
-        return with_plan(output, budgets, shrinks)
+        return with_plan(output, plans, shrinks)
 
-    def _choose_auto_budgets(self, output: Any) -> dict[str, int | None]:
-        """The budget of each auto-budget prefill this step starts, from the pool usage after its allocations."""
-        budgets: dict[str, int | None] = {}
-        usage = None
+    def _plan_prefills(self, output: Any) -> dict[str, PrefillPlan]:
+        """The plan of each prefill to prune that this step runs whole (the only way one is pruned).
+
+        `schedule()` has advanced each request's computed tokens by its scheduled ones, and allocated the
+        step's blocks: an auto budget is chosen from the pool's usage with the new prompts in it."""
+        plans: dict[str, PrefillPlan] = {}
+        usage = self.kv_cache_manager.usage
         for req_id, num_scheduled in output.num_scheduled_tokens.items():
-            request = self.requests.get(req_id)
-            if request is None or request.num_computed_tokens != num_scheduled:
-                continue  # not a prefill starting now
-            config = prefill_prune_config(
-                self.pruner_config, request.sampling_params, request.num_tokens, self.pruner_num_layers
-            )
-            if config is None or not config.budget_auto:
+            request = self.requests[req_id]
+            if not request.num_computed_tokens == num_scheduled == request.num_tokens:
+                continue  # not a whole prefill
+            plan = self.prefill_planner.plan(req_id, request.sampling_params, request.num_tokens, usage)
+            if plan is None:
                 continue
-            if usage is None:
-                usage = self.kv_cache_manager.usage
-            budget = auto_budget(
-                usage, request.num_tokens, config.budget_min, config.kv_budget_auto_low, config.kv_budget_auto_high
-            )
-            if budget is not None and config.method.selects:
-                budget = min(budget, config.select_k)
-            budgets[req_id] = budget
-            self._auto_choices[req_id] = (usage, config.budget_min)
-        return budgets
+            plans[req_id] = plan
+            if plan.keeps_scores:
+                self._auto_choices[req_id] = (usage, plan.config.budget_min)
+        return plans
 
     def make_room(self, request: Any) -> bool:
         """Shrink the running auto-budget request that holds the most prompt blocks to half its kept tokens."""
@@ -127,15 +131,9 @@ class PruningScheduler(SchedulerHooks):
         kept, req_id, keep = max(candidates)
         state = self._shrinkable[req_id]
         first_slot = state.num_prompt_tokens - keep
-        freed = 0
-        for group, (manager, offset) in enumerate(zip(managers, state.group_offsets, strict=True)):
-            if offset >= first_slot:
-                continue
-            before = manager.block_pool.get_num_free_blocks()
-            manager.skip_head(req_id, first_slot)
-            manager.free_blocks(req_id, 0, first_slot // block_size)
-            freed += manager.block_pool.get_num_free_blocks() - before
-            state.group_offsets[group] = first_slot
+        # A group whose head is already past the new first slot keeps it, as its layers do on the worker.
+        state.group_offsets = [max(offset, first_slot) for offset in state.group_offsets]
+        freed = sum(self._free_heads(req_id, state.group_offsets))
         self._step_shrinks[req_id] = first_slot
         self._events(req_id)["shrinks"].append({"kept_tokens": keep, "freed_blocks": freed})
         logger.info(
@@ -158,26 +156,16 @@ class PruningScheduler(SchedulerHooks):
     def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
         """0 (wait for a later step) when this would split a prefill that is to be pruned."""
         remaining = request.num_tokens - request.num_computed_tokens
-        if request.num_computed_tokens or num_new_tokens >= remaining or not self._will_prune(request):
+        if request.num_computed_tokens or num_new_tokens >= remaining:
             return num_new_tokens
-        if request.num_tokens > self._whole_prefill_limit:
-            if request.request_id not in self._unpruned_too_long:
-                self._unpruned_too_long.add(request.request_id)
-                logger.info(
-                    "asl-vllm: request %s is served unpruned: its %d tokens do not fit one step's token budget "
-                    "(%d; --max-num-batched-tokens)",
-                    request.request_id,
-                    request.num_tokens,
-                    self._whole_prefill_limit,
-                )
-            return num_new_tokens
-        return 0
+        config = self.prefill_planner.config(request.request_id, request.sampling_params, request.num_tokens)
+        return num_new_tokens if config is None else 0
 
-    def _will_prune(self, request: Any) -> bool:
-        config = prefill_prune_config(
-            self.pruner_config, request.sampling_params, request.num_tokens, self.pruner_num_layers
-        )
-        return config is not None
+    def request_preempted(self, request: Any) -> None:
+        """Its recompute is planned afresh (its prompt now holds its output too) and shrinks only once pruned."""
+        self.prefill_planner.forget(request.request_id)
+        self._auto_choices.pop(request.request_id, None)
+        self._shrinkable.pop(request.request_id, None)
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
@@ -223,7 +211,7 @@ class PruningScheduler(SchedulerHooks):
 
     def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The connector's params of a finished request, with its report beside them."""
-        self._unpruned_too_long.discard(request.request_id)
+        self.prefill_planner.forget(request.request_id)
         self._auto_choices.pop(request.request_id, None)
         self._shrinkable.pop(request.request_id, None)
         events = self._pressure_events.pop(request.request_id, {})
@@ -232,16 +220,15 @@ class PruningScheduler(SchedulerHooks):
             return kv_transfer_params
         return {**(kv_transfer_params or {}), REPORT_KEY: {**report, **events}}
 
-    def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:
-        """Give each KV cache group's manager the request's head offset; it frees those blocks now."""
+    def _free_heads(self, req_id: str, first_slots: Sequence[int]) -> list[int]:
+        """Free the request's blocks before `first_slots[g]` in each KV cache group g: the blocks freed per group."""
         managers = group_managers(self.kv_cache_manager)
+        return [manager.free_head(req_id, slot) for manager, slot in zip(managers, first_slots, strict=True)]
+
+    def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:
+        """Free the head blocks the decision's offsets leave unread, and count them in the decision."""
         groups = self.kv_cache_config.kv_cache_groups
-        freed = []
-        for manager, offset in zip(managers, decision.group_offsets, strict=True):
-            before = manager.block_pool.get_num_free_blocks()
-            manager.skip_head(request.request_id, offset)
-            manager.remove_skipped_blocks(request.request_id, request.num_computed_tokens, request.num_prompt_tokens)
-            freed.append(manager.block_pool.get_num_free_blocks() - before)
+        freed = self._free_heads(request.request_id, decision.group_offsets)
         decision.freed_blocks = sum(freed)
         decision.freed_blocks_per_group = freed
         # A block's page holds one rank's KV heads; every tensor-parallel rank frees the same blocks.

@@ -29,8 +29,8 @@ the first `create_engine_config` of a pruning engine; each installs once):
 
 Private methods overridden, each behind a named hook:
 - `scheduler.SchedulerHooks`: `Scheduler._mamba_block_aligned_split` (with the
-  attribute `need_mamba_block_aligned_split`) and `Scheduler._free_request`
-  (vllm/v1/core/sched/scheduler.py); it also wraps `allocate_slots` on its own
+  attribute `need_mamba_block_aligned_split`), `Scheduler._free_request` and
+  `Scheduler._preempt_request` (vllm/v1/core/sched/scheduler.py); it also wraps `allocate_slots` on its own
   `KVCacheManager` instance, relying on `Scheduler.schedule` preempting when that
   returns None for a running request.
 - `model_runner.RunnerHooks`: `GPUModelRunner._update_states` (reading the

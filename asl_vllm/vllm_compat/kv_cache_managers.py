@@ -8,6 +8,8 @@ vLLM 0.32-0.33 (vllm/v1/core/):
   (single_type_kv_cache_manager.py): frees blocks [first, last) of a request and
   puts the null block in their place, so block lists keep their length; the
   sliding-window and R-SWA managers free blocks outside their window with it.
+  It walks the range from its end and stops at the first null block, so a
+  range freed before (or the head of one) frees nothing again.
   A finished request's `pop_blocks_for_free` returns its blocks for the pool to
   free: on 0.32 with the leading null blocks, from 0.33 without them
   (`trim_null_head`). The pool skips null blocks either way, so the blocks
@@ -31,7 +33,9 @@ class BlockFreeingManager(FullAttentionManager):
     """vLLM's full-attention manager that can also free a range of a request's blocks."""
 
     def free_blocks(self, request_id: str, first_block: int, last_block: int) -> None:
-        """Return the request's blocks [first_block, last_block) to the pool, null blocks in their place."""
+        """Return the request's blocks [first_block, last_block) to the pool, null blocks in their place.
+
+        Blocks already freed (null) are skipped, so freeing a range again, or a shorter one, frees nothing."""
         self._remove_blocks_in_range(request_id, first_block, last_block)
 
 

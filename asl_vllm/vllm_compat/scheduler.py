@@ -1,4 +1,4 @@
-"""vLLM's scheduler with the two private steps a pruning scheduler changes turned into named hooks.
+"""vLLM's scheduler with the private steps a pruning scheduler changes turned into named hooks.
 
 vLLM 0.32, `Scheduler` (vllm/v1/core/sched/scheduler.py):
 - `_mamba_block_aligned_split(request, num_new_tokens, ...)`: consulted for every
@@ -9,6 +9,9 @@ vLLM 0.32, `Scheduler` (vllm/v1/core/sched/scheduler.py):
 - `_free_request(request, ...)`: frees a finished request and returns the
   `kv_transfer_params` (a KV connector's `request_finished` params) of its last
   output. Hook: `finished_request_params`.
+- `_preempt_request(request, ...)`: frees a running request's blocks and puts
+  it back in the waiting queue, to be recomputed from its first token (during
+  `schedule()`, or when the prefix cache is reset). Hook: `request_preempted`.
 - `schedule()`: when `self.kv_cache_manager.allocate_slots(...)` returns None
   for a RUNNING request, vLLM preempts the lowest-priority running request and
   retries. The manager's `allocate_slots` is wrapped on this scheduler's own
@@ -26,7 +29,7 @@ from vllm.v1.request import RequestStatus
 
 
 class SchedulerHooks(Scheduler):
-    """A subclass implements `prefill_tokens_to_schedule` and `finished_request_params`."""
+    """A subclass implements `prefill_tokens_to_schedule`, `finished_request_params` and `request_preempted`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -55,6 +58,10 @@ class SchedulerHooks(Scheduler):
         """The `kv_transfer_params` of a finished request's last output, given what vLLM (a connector) set."""
         raise NotImplementedError
 
+    def request_preempted(self, request: Any) -> None:
+        """`request` was preempted: its blocks are freed and its next step recomputes it from its first token."""
+        raise NotImplementedError
+
     def make_room(self, request: Any) -> bool:
         """`request` (running) cannot get its next slots and vLLM would preempt: True after freeing blocks."""
         return False
@@ -68,3 +75,7 @@ class SchedulerHooks(Scheduler):
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         kv_transfer_params, ec_transfer_params = super()._free_request(request, *args, **kwargs)
         return self.finished_request_params(request, kv_transfer_params), ec_transfer_params
+
+    def _preempt_request(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super()._preempt_request(request, *args, **kwargs)
+        self.request_preempted(request)

@@ -129,6 +129,7 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     _attribute(SCHEDULER, "Scheduler.has_mamba_layers", "scheduler", "Scheduler.__init__"),
     _attribute(SCHEDULER, "Scheduler.kv_cache_manager", "scheduler", "Scheduler.__init__"),
     _function(SCHEDULER, "Scheduler._free_request", "scheduler", "request"),
+    _function(SCHEDULER, "Scheduler._preempt_request", "scheduler", "request"),
     _function("vllm.v1.core.kv_cache_manager", "KVCacheManager.allocate_slots", "scheduler", "request"),
     _defined("vllm.v1.request", "RequestStatus.RUNNING", "scheduler"),
     # model_runner: V1 GPUModelRunner's private steps and the buffers read after them.
@@ -168,7 +169,7 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     # cpu_worker_runner: the name CPUWorker.init_device builds its runner by.
     _attribute("vllm.v1.worker.cpu_worker", "CPUModelRunner", "cpu_worker_runner", "", cpu_only=True),
     _function("vllm.v1.worker.cpu_worker", "CPUWorker.init_device", "cpu_worker_runner", cpu_only=True),
-    # kv_cache_managers, and the manager methods asl_vllm.engine.head_manager overrides (same parameters).
+    # kv_cache_managers
     _function(
         MANAGERS,
         "SingleTypeKVCacheManager._remove_blocks_in_range",
@@ -177,15 +178,6 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
         "first_block",
         "last_block",
     ),
-    _function(
-        MANAGERS,
-        "SingleTypeKVCacheManager.remove_skipped_blocks",
-        "kv_cache_managers",
-        "request_id",
-        "processed_computed_tokens",
-        "num_prompt_tokens",
-    ),
-    _function(MANAGERS, "SingleTypeKVCacheManager.pop_blocks_for_free", "kv_cache_managers", "request_id"),
     _attribute(
         MANAGERS, "SingleTypeKVCacheManager.block_pool", "kv_cache_managers", "SingleTypeKVCacheManager.__init__"
     ),

@@ -13,8 +13,9 @@ request has one token scheduled, as in a decode step.
   (a C++ kernel per group, most of the time there); CUDA queues them, so the
   second ratio, against the rest (the host's share on CUDA), is the one to read.
 - plugin: what the plugin does on such a step, in the order the engine does
-  it: `KVOffsets.refresh` (after `_update_states`), `shift_positions` and
-  `_plan_steps` (after `_prepare_inputs`), and one `KVOffsets.shift` per group
+  it: `step_scheduled` (the step's plans, before `_update_states`),
+  `KVOffsets.refresh` (after it), `shift_positions` and `_plan_steps` (after
+  `_prepare_inputs`), and one `KVOffsets.shift` per group
   (each metadata build), with `always_shift` as an engine with CUDA graphs runs
   it (an eager engine with no pruned request skips the shifts).
 
@@ -211,6 +212,7 @@ def measure(
         def step(order: list[list[str]], moves: bool, offsets: KVOffsets = offsets) -> None:
             if moves:
                 order.reverse()
+            runner.step_scheduled(output)
             offsets.refresh(order[0])
             offsets.shift_positions(positions, rows_of_tokens)
             runner._plan_steps()
