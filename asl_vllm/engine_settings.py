@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.log import logger
 from asl_vllm.scoring.kv_layout import kv_cache_dtype_problem
 from asl_vllm.vllm_compat.cpu_attention_isa import unreadable_isa_problem, use_readable_isa
 from asl_vllm.vllm_compat.environment import pin_v1_model_runner
@@ -57,8 +56,6 @@ _REFUSED_PARALLELISM = {
 _GROUPS_NEED_HYBRID = (
     "each layer group is a KV cache group of vLLM's hybrid allocator (pass --kv-layer-groups 1 to keep one group)"
 )
-# Token budget headroom beside a prompt of max_model_len tokens when --max-num-seqs is not given.
-DEFAULT_DECODE_HEADROOM = 256
 
 
 def check_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
@@ -124,16 +121,6 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     engine_args.scheduler_cls = SCHEDULER
     engine_args.enable_prefix_caching = False
     engine_args.async_scheduling = False
-    if engine_args.max_num_batched_tokens is None:
-        # A prompt is pruned only when its whole prefill runs in one step: let every prompt fit.
-        max_model_len = engine_args.create_model_config().max_model_len
-        engine_args.max_num_batched_tokens = max_model_len + (engine_args.max_num_seqs or DEFAULT_DECODE_HEADROOM)
-        logger.info(
-            "asl-vllm: --max-num-batched-tokens %d so that a prompt of up to --max-model-len (%d) tokens can be "
-            "pruned in one step; set it lower to bound step time (longer prompts are then served unpruned)",
-            engine_args.max_num_batched_tokens,
-            max_model_len,
-        )
 
 
 def resolve_for_model(config: PrunerConfig, engine_args: Any) -> PrunerConfig:

@@ -43,6 +43,8 @@ class PruneDecision:
     # The budget the prefill kept (None: none); with --kv-budget auto, as the scheduler chose it.
     kv_budget: int | None = None
     budget_auto: bool = False
+    # Steps the prefill took (chunked prefill): the last one pruned it.
+    prefill_steps: int = 1
     # Auto budget: the block pool's usage it was chosen at (set by the scheduler).
     pool_usage: float | None = None
 
@@ -92,6 +94,7 @@ class PruneDecision:
             "kv_budget": self.kv_budget,
             "kv_budget_auto": self.budget_auto,
             "pool_usage": None if self.pool_usage is None else round(self.pool_usage, 4),
+            "prefill_steps": self.prefill_steps,
             # Filled in by the scheduler while the request runs (`PruningScheduler`), reported on its last output.
             "shrinks": [],
             "preemptions_avoided": 0,
@@ -117,6 +120,7 @@ class PruneDecision:
             "kv_budget": self.kv_budget,
             "budget_auto": self.budget_auto,
             "pool_usage": self.pool_usage,
+            "prefill_steps": self.prefill_steps,
         }
 
     def log(self) -> None:

@@ -141,13 +141,14 @@ class PruningRunnerMixin(RunnerHooks):
         )
 
     def profile_run(self, *args: Any, **kwargs: Any) -> None:
-        """vLLM sizes the KV cache from this run's peak memory: hold, meanwhile, what a pruning prefill of the
-        step's whole token budget allocates beside the model's own activations (scoring and the loop's buffers)."""
+        """vLLM sizes the KV cache from this run's peak memory: hold, meanwhile, what a pruning prefill allocates
+        beside the model's own activations: the loop's buffers for the step's whole token budget, and scoring
+        for a prompt of up to max-model-len tokens (a chunked prompt's last step scores all its keys)."""
         stack, config = self.pruner_stack, self.pruner_config
         transient = layer_loop_bytes(
             self.max_num_tokens, self.model_config.get_hidden_size(), self.model_config.dtype
         ) + scoring_transient_bytes(
-            self.max_num_tokens,
+            max(self.max_num_tokens, self.max_model_len),
             stack.num_heads,
             stack.num_kv_heads,
             stack.head_size,

@@ -86,6 +86,7 @@ class PruningRequest(LiveRequest):
             layer_groups=list(layer_groups),
             kv_budget=plan.config.kv_budget,
             budget_auto=plan.keeps_scores,
+            prefill_steps=plan.prefill_steps,
         )
         # A single-pass selection waiting for its propagation layer: (that layer, local rows kept).
         self.pending: tuple[int, torch.Tensor] | None = None

@@ -1,16 +1,13 @@
 """Scheduler of a pruning engine: the plan of each prefill to prune, freed heads, decision reports.
 
 Whether a request's prefill is pruned, and with which settings, is decided
-here once (`PrefillPlanner`, `asl_vllm.engine.prefill_plan`). A prompt is
-pruned only when its whole prefill runs in one step, so a request that will be
-pruned is never split by chunked prefill: where vLLM would schedule only part
-of it, it waits for a later step, as with chunked prefill off
-(`prefill_tokens_to_schedule`, a hook of `asl_vllm.vllm_compat.scheduler`).
-Every other request is chunked as vLLM does. A prompt longer than the step's
-token budget can never run whole: it is served unpruned, and the log says so.
-The step that runs a pruned prefill carries its `PrefillPlan` to the worker
-(`asl_vllm.engine.step_plan`), which prunes it as the plan says. A preempted
-request is planned afresh for its recompute.
+here once (`PrefillPlanner`, `asl_vllm.engine.prefill_plan`). Prompts to prune
+are chunked as vLLM chunks any prompt, except that the last chunk keeps at
+least the window, which the decision needs (`prefill_tokens_to_schedule`, a
+hook of `asl_vllm.vllm_compat.scheduler`; two-pass pruners keep their prompts
+whole). The step that runs a prompt's last chunk carries its `PrefillPlan` to
+the worker (`asl_vllm.engine.step_plan`), which prunes it as the plan says. A
+preempted request is planned afresh for its recompute.
 
 After a pruning prefill, every layer of KV cache group g keeps its tokens in
 the tail slots [D_g, N) (`asl_vllm.budget`); the worker reports the offsets on
@@ -96,17 +93,14 @@ class PruningScheduler(SchedulerHooks):
         return with_plan(output, plans, shrinks)
 
     def _plan_prefills(self, output: Any) -> dict[str, PrefillPlan]:
-        """The plan of each prefill to prune that this step runs whole (the only way one is pruned).
+        """The plan of each prefill to prune whose last chunk (or whole prompt) this step runs.
 
         `schedule()` has advanced each request's computed tokens by its scheduled ones, and allocated the
         step's blocks: an auto budget is chosen from the pool's usage with the new prompts in it."""
         plans: dict[str, PrefillPlan] = {}
         usage = self.kv_cache_manager.usage
-        for req_id, num_scheduled in output.num_scheduled_tokens.items():
-            request = self.requests[req_id]
-            if not request.num_computed_tokens == num_scheduled == request.num_tokens:
-                continue  # not a whole prefill
-            plan = self.prefill_planner.plan(req_id, request.sampling_params, request.num_tokens, usage)
+        for req_id in output.num_scheduled_tokens:
+            plan = self.prefill_planner.plan(self.requests[req_id], usage)
             if plan is None:
                 continue
             plans[req_id] = plan
@@ -154,12 +148,8 @@ class PruningScheduler(SchedulerHooks):
         return self._pressure_events.setdefault(req_id, {"shrinks": [], "preemptions_avoided": 0})
 
     def prefill_tokens_to_schedule(self, request: Any, num_new_tokens: int) -> int:
-        """0 (wait for a later step) when this would split a prefill that is to be pruned."""
-        remaining = request.num_tokens - request.num_computed_tokens
-        if request.num_computed_tokens or num_new_tokens >= remaining:
-            return num_new_tokens
-        config = self.prefill_planner.config(request.request_id, request.sampling_params, request.num_tokens)
-        return num_new_tokens if config is None else 0
+        """vLLM's chunk, clipped so that a prompt to prune keeps its window for its last chunk (`PrefillPlanner`)."""
+        return self.prefill_planner.tokens_to_schedule(request, num_new_tokens)
 
     def request_preempted(self, request: Any) -> None:
         """Its recompute is planned afresh (its prompt now holds its output too) and shrinks only once pruned."""

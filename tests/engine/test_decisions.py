@@ -33,6 +33,7 @@ def test_report_of_a_pruned_request():
         "kv_budget": None,
         "kv_budget_auto": False,
         "pool_usage": None,
+        "prefill_steps": 1,
         "shrinks": [],
         "preemptions_avoided": 0,
     }
@@ -53,6 +54,7 @@ def test_report_of_a_request_the_pruner_did_not_score():
         "kv_budget": None,
         "kv_budget_auto": False,
         "pool_usage": None,
+        "prefill_steps": 1,
         "shrinks": [],
         "preemptions_avoided": 0,
     }

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from vllm.engine.arg_utils import EngineArgs
 
-from asl_vllm.log import logger
+from asl_vllm.budget import tail_offset
 from tests.engine.helpers import (
     add_request,
+    block_size,
     decisions,
     free_blocks,
     generate_one,
@@ -149,15 +150,18 @@ def test_one_step_mixes_a_chunked_prefill_a_pruning_prefill_and_pruned_decodes(s
     assert free_blocks(llm) == start_free
 
 
-def test_a_prompt_longer_than_the_step_budget_is_served_unpruned(small_steps, monkeypatch, caplog):
+def test_a_prompt_longer_than_the_step_budget_is_pruned_at_its_last_chunk(small_steps, monkeypatch):
     llm = small_steps
     steps = _record_schedules(monkeypatch, llm)
+    start_free, loops = free_blocks(llm), layer_loop_steps(llm)
     decisions(llm)
     prompt = haystack_tokens(llm, 3000, salt="Too long. ")
-    # The plugin logs under vLLM's logger, which does not propagate to the root logger that caplog watches.
-    monkeypatch.setattr(logger, "handlers", [*logger.handlers, caplog.handler])
     tokens = generate_one(llm, "too-long", prompt, 4, kv_budget=512)
     assert len(tokens) == 4
+    # vLLM's own chunks; only the last one leaves vLLM's forward.
     assert [step["too-long"] for step in steps if "too-long" in step][:2] == [(0, 2048), (2048, 952)]
-    assert "too-long" not in decisions(llm)
-    assert "is served unpruned: its 3000 tokens do not fit one step's token budget (2048" in caplog.text
+    assert layer_loop_steps(llm) - loops == 1
+    made = decisions(llm)["too-long"]
+    assert made["prefill_steps"] == 2 and made["freed_blocks"] > 0
+    assert made["layer_offsets"] == [tail_offset(3000, 512, block_size(llm))] * len(made["layer_offsets"])
+    assert free_blocks(llm) == start_free
