@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from asl_vllm.engine.model_runner import PruningRunnerMixin
 from asl_vllm.engine.worker_mixin import PruningWorkerMixin
 from asl_vllm.vllm_compat.cpu_attention_isa import use_readable_isa
+from asl_vllm.vllm_compat.cpu_sampling import discarded_samples_without_generators
 from asl_vllm.vllm_compat.cpu_worker_runner import building_cpu_runner
 
 
 class PruningCPUModelRunner(PruningRunnerMixin, CPUModelRunner):
-    pass
+    def sample_tokens(self, *args: Any, **kwargs: Any) -> Any:
+        """vLLM's sampling, without the CPU build's crash on a seeded request's chunked prefill."""
+        with discarded_samples_without_generators(self):
+            return super().sample_tokens(*args, **kwargs)
 
 
 class PruningCPUWorker(PruningWorkerMixin, CPUWorker):

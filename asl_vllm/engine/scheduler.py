@@ -76,8 +76,10 @@ class PruningScheduler(SchedulerHooks):
             self.vllm_config.model_config.hf_config.num_hidden_layers,
             max_prefill_tokens=min(self.max_num_scheduled_tokens, threshold or self.max_num_scheduled_tokens),
         )
-        # Report of each unfinished request, for its last output.
+        # Report of each unfinished request, for its first and its last output.
         self._pruner_reports: dict[str, dict[str, object]] = {}
+        # Requests whose first output has not been sent yet (a chunked prefill's comes at its last chunk).
+        self._first_output_pending: set[str] = set()
         # Auto budgets until the prefill's decision arrives: the pool usage each was chosen at, and its floor.
         self._auto_choices: dict[str, tuple[float, int]] = {}
         self._shrinkable: dict[str, ShrinkState] = {}
@@ -158,7 +160,7 @@ class PruningScheduler(SchedulerHooks):
         self._shrinkable.pop(request.request_id, None)
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
-        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        # Decisions first: a request vLLM finishes in this step (its first token may be its last) leaves with them.
         decisions = {decision.req_id: decision for decision in step_decisions(model_runner_output)}
         for decision in decisions.values():
             request = self.requests.get(decision.req_id)
@@ -171,18 +173,19 @@ class PruningScheduler(SchedulerHooks):
                     self._shrinkable[decision.req_id] = ShrinkState(
                         decision.num_prompt_tokens, list(decision.group_offsets), floor=choice[1]
                     )
-                if decision.req_id in self._pruner_reports:  # re-prefilled after preemption
+                if decision.req_id in self._pruner_reports:  # chunked, or re-prefilled after preemption
                     self._pruner_reports[decision.req_id] = decision.report()
             decision.log()
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
         if scheduler_output.scheduled_new_reqs:
-            self._report_new_requests(scheduler_output.scheduled_new_reqs, decisions, outputs)
+            self._keep_new_reports(scheduler_output.scheduled_new_reqs, decisions)
+        if self._first_output_pending:
+            self._report_first_outputs(outputs)
         return outputs
 
-    def _report_new_requests(
-        self, new_requests: list[Any], decisions: dict[str, PruneDecision], outputs: dict[int, Any]
-    ) -> None:
-        """Put each new request's report on its first output and keep it for its last."""
-        first_outputs = {output.request_id: output for batch in outputs.values() for output in batch.outputs}
+    def _keep_new_reports(self, new_requests: list[Any], decisions: dict[str, PruneDecision]) -> None:
+        """Keep each new request's report (its decision's, or unpruned until one arrives) for its first output,
+        which a chunked prefill sends steps later, and for its last."""
         for new in new_requests:
             if new.sampling_params is None:
                 continue
@@ -191,17 +194,27 @@ class PruningScheduler(SchedulerHooks):
                 pruner=requested_pruner(self.pruner_config, new.sampling_params),
                 num_prompt_tokens=len(new.prompt_token_ids or ()),
             )
-            report = decision.report()
-            output = first_outputs.get(new.req_id)
-            if output is not None:
-                output.kv_transfer_params = {**(output.kv_transfer_params or {}), REPORT_KEY: report}
-            request = self.requests.get(new.req_id)
-            if request is not None and not request.is_finished():
-                self._pruner_reports[new.req_id] = report
+            self._pruner_reports[new.req_id] = decision.report()
+            self._first_output_pending.add(new.req_id)
+
+    def _report_first_outputs(self, outputs: dict[int, Any]) -> None:
+        """Put its report on each request's first output; one that is also its last (a request done in one step)
+        takes it with it."""
+        for batch in outputs.values():
+            for output in batch.outputs:
+                if output.request_id not in self._first_output_pending:
+                    continue
+                self._first_output_pending.discard(output.request_id)
+                report = self._pruner_reports.get(output.request_id)
+                if output.finished:
+                    self._pruner_reports.pop(output.request_id, None)
+                if report is not None:
+                    output.kv_transfer_params = {**(output.kv_transfer_params or {}), REPORT_KEY: report}
 
     def finished_request_params(self, request: Any, kv_transfer_params: dict[str, Any] | None) -> dict[str, Any] | None:
         """The connector's params of a finished request, with its report beside them."""
         self.prefill_planner.forget(request.request_id)
+        self._first_output_pending.discard(request.request_id)
         self._auto_choices.pop(request.request_id, None)
         self._shrinkable.pop(request.request_id, None)
         events = self._pressure_events.pop(request.request_id, {})

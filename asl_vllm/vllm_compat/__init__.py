@@ -59,6 +59,9 @@ Private state read or written, registry calls, rebinding, environment:
   (vllm/model_executor/layers/attention/attention.py).
 - `attention_workspace.share_workspace`: calls a metadata builder's
   `_get_workspace_buffer` (FlashInfer, vllm/v1/attention/backends/flashinfer.py).
+- `cpu_sampling.discarded_samples_without_generators`: takes seeded requests'
+  generators out of `InputBatch.generators` while `GPUModelRunner.sample_tokens`
+  runs, reading `discard_request_mask` (vllm/v1/worker/gpu_model_runner.py).
 - `environment`: sets `VLLM_USE_V2_MODEL_RUNNER` and (for `asl-vllm-serve`)
   `VLLM_CPU_KVCACHE_SPACE` (vllm/envs.py).
 

@@ -218,6 +218,16 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     ),
     _function(IR_OP, "IrOp.set_priority", "eager_kernels", "priority"),
     _attribute(IR_OP, "IrOp.impls", "eager_kernels", "IrOp.__init__"),
+    # cpu_sampling: the rewind that fails on a CPU generator, and what it reads.
+    _function("vllm.v1.worker.gpu_model_runner", "GPUModelRunner._bookkeeping_sync", "cpu_sampling", cpu_only=True),
+    _attribute(
+        "vllm.v1.worker.gpu_model_runner",
+        "GPUModelRunner.discard_request_mask",
+        "cpu_sampling",
+        "GPUModelRunner.__init__",
+        cpu_only=True,
+    ),
+    _attribute("vllm.v1.worker.gpu_input_batch", "InputBatch.generators", "cpu_sampling", "InputBatch.__init__"),
     # attention_layer
     _attribute(
         "vllm.model_executor.layers.attention.attention",
