@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.policies.registry import REGISTRY
+from asl_vllm.pruners.registry import REGISTRY
 from asl_vllm.settings import Setting, settings_of
 
 

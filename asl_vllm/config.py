@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asl_vllm.policies.base import Pruner
-from asl_vllm.policies.registry import PRUNERS, pruner_class, with_capability
+from asl_vllm.pruners.base import Pruner
+from asl_vllm.pruners.registry import PRUNERS, pruner_class, with_capability
 from asl_vllm.settings import (
     AUTO_BUDGET,
     MAX_DEFAULT_LAYER_GROUPS,
@@ -40,13 +40,13 @@ class PrunerConfig(PrunerSettings):
     """The settings of `PrunerSettings`, checked against the pruner they configure."""
 
     @property
-    def method(self) -> type[Pruner]:
+    def pruner_class(self) -> type[Pruner]:
         """The registry's class for `pruner` (validate first)."""
         return pruner_class(self.pruner)
 
     @property
     def enabled(self) -> bool:
-        return self.method.prunes
+        return self.pruner_class.prunes
 
     def validate(self) -> PrunerConfig:
         """Checks that need no model; raises PrunerConfigError naming the flag."""
@@ -57,25 +57,25 @@ class PrunerConfig(PrunerSettings):
         super().validate()
         settings = settings_of(type(self))
         for name, declared in settings.items():
-            applies = declared.capability is None or getattr(self.method, declared.capability)
+            applies = declared.capability is None or getattr(self.pruner_class, declared.capability)
             if not applies and getattr(self, name) != declared.default:
                 raise PrunerConfigError(
                     declared.flag, f"applies only to --kv-pruner {' or '.join(with_capability(declared.capability))}"
                 )
-        if self.method.needs_budget and self.kv_budget is None:
+        if self.pruner_class.needs_budget and self.kv_budget is None:
             raise PrunerConfigError(flag("kv_budget"), f"--kv-pruner {self.pruner} needs a budget")
-        if self.budget_auto and not self.method.uniform_budget:
+        if self.budget_auto and not self.pruner_class.uniform_budget:
             raise PrunerConfigError(
                 flag("kv_budget"), f"auto needs a pruner whose budget every layer keeps alike, not {self.pruner}"
             )
         field, budget = ("kv_budget_min", self.budget_min) if self.budget_auto else ("kv_budget", self.kv_budget)
-        if self.method.selects and budget is not None and budget > self.select_k:
+        if self.pruner_class.selects and budget is not None and budget > self.select_k:
             raise PrunerConfigError(
                 flag(field),
                 f"budget ({budget}) must not exceed --asl-select-k ({self.select_k}): "
                 "layers after the selection layer hold only the selected tokens",
             )
-        if self.budget_layers == "shared" and not self.method.uniform_budget:
+        if self.budget_layers == "shared" and not self.pruner_class.uniform_budget:
             raise PrunerConfigError(
                 flag("budget_layers"), f"shared needs a pruner whose budget every layer keeps alike, not {self.pruner}"
             )
@@ -89,7 +89,7 @@ class PrunerConfig(PrunerSettings):
     def layer_shared_budget(self) -> bool:
         """Whether a budget keeps one token set in every layer (`--kv-budget-layers`, resolved)."""
         if self.budget_layers is None:
-            return self.method.uniform_budget
+            return self.pruner_class.uniform_budget
         return self.budget_layers == "shared"
 
     def resolve(self, num_layers: int, architectures: list[str] | None = None) -> PrunerConfig:
@@ -103,7 +103,7 @@ class PrunerConfig(PrunerSettings):
                 f"model architecture {architectures} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             )
         last = num_layers - 1
-        if self.method.adaptive and self.min_layer is None and self.obs_layers > last - 1:
+        if self.pruner_class.adaptive and self.min_layer is None and self.obs_layers > last - 1:
             raise PrunerConfigError(
                 flag("obs_layers"),
                 f"{self.obs_layers} leaves no selection layer in a {num_layers}-layer model (valid: 2..{last - 1})",
@@ -111,14 +111,14 @@ class PrunerConfig(PrunerSettings):
         min_layer = self.min_layer
         if min_layer is None:
             min_layer = max(self.obs_layers - 1, _scaled(REFERENCE_MIN_LAYER, num_layers))
-        if self.method.adaptive and not (self.obs_layers - 1 <= min_layer < last - 1):
+        if self.pruner_class.adaptive and not (self.obs_layers - 1 <= min_layer < last - 1):
             raise PrunerConfigError(
                 flag("min_layer"),
                 f"{min_layer} is out of range for a {num_layers}-layer model with --asl-obs-layers "
                 f"{self.obs_layers} (valid: {self.obs_layers - 1}..{last - 2})",
             )
         fixed_layer = self.fixed_layer
-        reference_fixed_layer = self.method.reference_fixed_layer
+        reference_fixed_layer = self.pruner_class.reference_fixed_layer
         if reference_fixed_layer is not None and fixed_layer is None:
             fixed_layer = _scaled(reference_fixed_layer, num_layers)
         if fixed_layer is not None and not (0 <= fixed_layer < last):
@@ -140,7 +140,7 @@ class PrunerConfig(PrunerSettings):
     @property
     def one_group_default(self) -> bool:
         """Whether the default is one KV cache group: a budget every layer keeps alike frees as much with one."""
-        return self.kv_budget not in (None, AUTO_BUDGET) and self.method.uniform_budget
+        return self.kv_budget not in (None, AUTO_BUDGET) and self.pruner_class.uniform_budget
 
 
 def default_layer_groups(num_layers: int, one_group: bool) -> int:

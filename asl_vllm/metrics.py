@@ -21,6 +21,7 @@ from vllm.v1.metrics.loggers import PrometheusStatLogger
 
 from asl_vllm.config import from_vllm_config
 from asl_vllm.vllm_compat.iteration_stats import finished_reports, iteration_reports
+from asl_vllm.vllm_compat.stat_logger import engine_label_values
 
 KEPT_FRACTION_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 BUDGET_TOKENS_BUCKETS = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
@@ -182,7 +183,7 @@ class PrunerPrometheusStatLogger(PrometheusStatLogger):
         if config.enabled:
             self.pruner_metrics = PrunerMetrics(
                 ["model_name", "engine"],
-                self.per_engine_labelvalues,
+                engine_label_values(self),
                 vllm_config.model_config.hf_text_config.num_hidden_layers,
                 config.pruner,
             )

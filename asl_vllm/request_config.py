@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.policies.registry import has_capability
+from asl_vllm.pruners.registry import has_capability
 from asl_vllm.settings import AUTO_BUDGET, PrunerConfigError, settings_of
 
 
@@ -96,7 +96,7 @@ def prefill_prune_config(
         # Scored even when its chosen budget keeps every token (the scores let the scheduler shrink it
         # later), unless no budget could ever cut it: a prompt within the floor runs on vLLM's own path.
         return config if num_tokens > config.budget_min else None
-    keep = config.select_k if config.method.selects else num_tokens
+    keep = config.select_k if config.pruner_class.selects else num_tokens
     if config.kv_budget is not None:
         keep = min(keep, config.kv_budget)
     return config if keep < num_tokens else None

@@ -70,7 +70,7 @@ class Setting:
     # What an unset (None) value stands for, as help and README say it: a default derived from the model
     # or the pruner. Only the server derives it, so a request may not ask for None.
     derived_default: str | None = None
-    # The value names a pruner of the registry (`asl_vllm.policies.registry`), which checks it.
+    # The value names a pruner of the registry (`asl_vllm.pruners.registry`), which checks it.
     names_pruner: bool = False
     # The `Pruner` class attribute a pruner sets for this setting to apply, e.g. `two_pass_option`.
     capability: str | None = None

@@ -2,7 +2,7 @@
 
 vLLM 0.32's streaming generators (`/v1/completions`, `/v1/chat/completions`)
 drop `RequestOutput.kv_transfer_params`, where the engine puts the report
-(`asl_vllm.engine.decisions.REPORT_KEY`) beside any KV connector's params.
+(`asl_vllm.report_key.REPORT_KEY`) beside any KV connector's params.
 `FinalChunkReports` watches the outputs a generator reads and adds the same
 top-level `kv_transfer_params` a non-streaming reply has to the chunk that
 finishes each choice (the one with its `finish_reason`).
@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 
 _DATA_PREFIX = "data: "
 

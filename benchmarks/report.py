@@ -8,7 +8,7 @@ rewrites its JSON after each result, so a stopped run still leaves tables:
 `--no-run` rewrites the section from the JSON already in --out (complete or not), and
 `--resume` continues a stopped run. Unknown flags go to every benchmark
 (e.g. `--budget-heads default`). A results file measured before a default it depends on
-changed (common/defaults.py) is not rendered: the section says why, and that it needs a re-run.
+changed (common/defaults.py) is marked STALE above its tables, with why: it needs a re-run.
 
 The full run takes hours on a 2-core CPU; run it in the background (logs are not committed):
     mkdir -p docs/benchmark-results/full
@@ -85,8 +85,7 @@ def render(documents: dict[str, dict[str, Any]], command: str, readme_dir: Path)
         command = f"python -m {BENCHMARKS[name].__name__}" + (" --full" if document["settings"].get("full") else "")
         lines += ["", f"#### {TITLES[name]}", ""]
         if stale := stale_reasons(document):
-            lines.append(f"`{command}`: STALE, not shown: {'; '.join(stale)}. Re-run it.")
-            continue
+            lines += [f"**STALE** `{command}`: {'; '.join(stale)}. These results are not the current defaults'.", ""]
         commit = f" at commit {document['commit'][:7]}" if document.get("commit") else ""
         lines += [f"`{command}`{commit}: {progress(document)}.", ""]
         lines.append(BENCHMARKS[name].render(document, link))

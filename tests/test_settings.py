@@ -16,8 +16,8 @@ import pytest
 
 from asl_vllm.cli_args import add_pruner_args
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.policies.base import Pruner
-from asl_vllm.policies.registry import PRUNERS, REGISTRY, with_capability
+from asl_vllm.pruners.base import Pruner
+from asl_vllm.pruners.registry import PRUNERS, REGISTRY, with_capability
 from asl_vllm.request_config import request_config
 from asl_vllm.settings import FLAGS, SETTINGS, Setting, setting
 
@@ -40,7 +40,7 @@ def test_importing_the_settings_imports_neither_torch_nor_a_pruner():
     script = (
         "import json, sys, asl_vllm.settings; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vllm') "
-        "or m.startswith(('asl_vllm.policies', 'asl_vllm.config', 'asl_vllm.scoring')))))"
+        "or m.startswith(('asl_vllm.pruners', 'asl_vllm.config', 'asl_vllm.scoring')))))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr

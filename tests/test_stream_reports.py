@@ -6,7 +6,7 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from asl_vllm.stream_reports import FinalChunkReports
 
 REPORT = {"pruner": "asl", "pruned": True}

@@ -27,15 +27,15 @@ class OffsetAttentionGroup(ShiftedAttentionGroup):
     def wrap(cls, group: AttentionGroup, kv_offsets: KVOffsets) -> OffsetAttentionGroup:
         return cls(**{item.name: getattr(group, item.name) for item in fields(group)}, kv_offsets=kv_offsets)
 
-    def shift_metadata(self, common_attn_metadata: CommonAttentionMetadata) -> CommonAttentionMetadata:
+    def shift_metadata(self, common_attn_metadata: CommonAttentionMetadata, capture: bool) -> CommonAttentionMetadata:
         assert self.kv_offsets is not None
-        return self.kv_offsets.shift(self.kv_cache_group_id, common_attn_metadata)
+        return self.kv_offsets.shift(self.kv_cache_group_id, common_attn_metadata, capture)
 
 
 def check_whole_blocks(groups: Iterable[OffsetAttentionGroup]) -> None:
     """Refuse a backend that splits the KV cache manager's blocks into smaller kernel blocks.
 
-    The pruning step compacts and shrinks KV through the manager's block ids and
+    The layer loop compacts, and the shrinker shrinks, KV through the manager's block ids and
     block size; against a cache shaped in kernel blocks those address the wrong
     tokens. Decode steps alone would be right (the shift precedes vLLM's mapping).
     """

@@ -4,7 +4,8 @@ A request that kept only the tail of its slot range (offset D, a multiple of the
 block size) is presented to the backend as a shorter sequence: `seq_len - D`
 tokens whose block table row starts at block D / block_size. Rows are the
 tokens actually run this layer (all of them, or a prefill's selected subset).
-Metadata is built by vLLM's own builder, so every backend sees its usual input.
+Metadata is built by vLLM's own builder, so every backend sees its usual input;
+the common metadata it starts from is `vllm_compat.attention_metadata.causal_metadata`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from vllm.v1.attention.backend import CommonAttentionMetadata
 
 from asl_vllm.device_upload import to_device
+from asl_vllm.vllm_compat.attention_metadata import causal_metadata
 
 
 @dataclass(frozen=True)
@@ -52,27 +54,10 @@ def build_common_metadata(
     positions: torch.Tensor,
 ) -> CommonAttentionMetadata:
     num_reqs = len(views)
-    device = tables.block_table.device
     rows = torch.tensor([view.num_rows for view in views], dtype=torch.int32)
-    query_start_loc_cpu = torch.zeros(num_reqs + 1, dtype=torch.int32)
-    torch.cumsum(rows, 0, out=query_start_loc_cpu[1:])
     seq_lens_cpu = torch.tensor([view.seq_len - view.kv_offset for view in views], dtype=torch.int32)
     block_table = _shifted_block_table(tables, views)
-    return CommonAttentionMetadata(
-        query_start_loc=to_device(query_start_loc_cpu, device),
-        query_start_loc_cpu=query_start_loc_cpu,
-        seq_lens=to_device(seq_lens_cpu, device),
-        seq_lens_cpu_upper_bound=seq_lens_cpu,
-        num_reqs=num_reqs,
-        num_actual_tokens=int(rows.sum()),
-        max_query_len=int(rows.max()),
-        max_seq_len=int(seq_lens_cpu.max()),
-        block_table_tensor=block_table,
-        slot_mapping=slot_mapping,
-        causal=True,
-        is_prefilling=tables.is_prefilling[:num_reqs],
-        positions=positions,
-    )
+    return causal_metadata(rows, seq_lens_cpu, block_table, slot_mapping, tables.is_prefilling[:num_reqs], positions)
 
 
 def _shifted_block_table(tables: StepTables, views: Sequence[RequestView]) -> torch.Tensor:

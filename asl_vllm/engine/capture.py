@@ -3,7 +3,7 @@
 The attention kernels do not return probabilities, so window scores are
 recomputed from these; the same tensors are the source of KV compaction, which
 then writes through the backend's own cache-update op and works for any cache
-layout. The hooks exist only while a pruning step runs (`with capture:`), so
+layout. The hooks exist only while the layer loop runs (`with capture:`), so
 the model vLLM compiles or captures never contains them.
 """
 

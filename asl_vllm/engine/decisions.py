@@ -1,7 +1,7 @@
 """What the pruner did to one request: made by the worker, completed and logged once by the scheduler.
 
 Its `report()` travels to the API server on the request's `EngineCoreOutput.kv_transfer_params`
-under `REPORT_KEY`: the client reads it in the response and the server's metrics count it.
+under `asl_vllm.report_key.REPORT_KEY`: the client reads it in the response and the server's metrics count it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 import torch
 
 from asl_vllm.log import logger
-
-# Key of the decision report in `kv_transfer_params` (engine output, RequestOutput, HTTP response).
-REPORT_KEY = "kv_pruner"
 
 
 @dataclass
@@ -53,10 +50,6 @@ class PruneDecision:
         return any(self.layer_offsets)
 
     @property
-    def method(self) -> str:
-        return f"{self.pruner}-two-pass" if self.two_pass else self.pruner
-
-    @property
     def scored(self) -> bool:
         """Whether the worker ran the pruner on this prompt (it sets one offset per layer)."""
         return bool(self.layer_offsets)
@@ -84,7 +77,7 @@ class PruneDecision:
         """What a client and the metrics see (JSON values only)."""
         return {
             "pruner": self.pruner,
-            "method": self.method,
+            "two_pass": self.two_pass,
             "pruned": self.pruned,
             "selection_layer": self.selection_layer,
             "prompt_tokens": self.num_prompt_tokens,
@@ -104,7 +97,7 @@ class PruneDecision:
         return {
             "req_id": self.req_id,
             "pruner": self.pruner,
-            "method": self.method,
+            "two_pass": self.two_pass,
             "num_prompt_tokens": self.num_prompt_tokens,
             "selection_layer": self.selection_layer,
             "selected_tokens": self.selected_tokens,
@@ -127,11 +120,12 @@ class PruneDecision:
         """The request's one INFO line, written once its blocks are freed."""
         kept = sorted({self.kept_tokens(layer) for layer in range(len(self.layer_offsets))})
         logger.info(
-            "kv-pruner request=%s pruner=%s prompt_tokens=%d selection_layer=%s selected_tokens=%s "
+            "kv-pruner request=%s pruner=%s two_pass=%d prompt_tokens=%d selection_layer=%s selected_tokens=%s "
             "kept_tokens=%d kept_tokens_per_layer=%s position_offset=%d freed_blocks=%d "
             "freed_blocks_per_group=%s freed_kv_bytes=%d kv_budget=%s%s scoring_ms=%.1f",
             self.req_id,
-            self.method,
+            self.pruner,
+            self.two_pass,
             self.num_prompt_tokens,
             "none" if self.selection_layer is None else self.selection_layer,
             "none" if self.selected_tokens is None else self.selected_tokens,

@@ -16,6 +16,6 @@ class PruningGPUModelRunner(PruningRunnerMixin, GPUModelRunner):
 class PruningGPUWorker(PruningWorkerMixin, GPUWorkerHooks):
     def build_model_runner(self) -> PruningGPUModelRunner:
         """Through vLLM's own factory, so the worker builds one runner: ours (the V1 runner, which the plugin pins)."""
-        if self.use_v2_model_runner:
+        if self.uses_v2_model_runner():
             raise RuntimeError("KV pruning extends vLLM's V1 model runner; unset VLLM_USE_V2_MODEL_RUNNER")
         return PruningGPUModelRunner(self.vllm_config, self.device)

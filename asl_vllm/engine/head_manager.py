@@ -26,9 +26,7 @@ class PrunedHeadManager(BlockFreeingManager):
 
         Blocks freed earlier stay freed. Returns the number of blocks back in the pool."""
         assert first_slot % self.block_size == 0, "a pruned head is whole blocks"
-        before = self.block_pool.get_num_free_blocks()
-        self.free_blocks(request_id, 0, first_slot // self.block_size)
-        return self.block_pool.get_num_free_blocks() - before
+        return self.free_blocks(request_id, 0, first_slot // self.block_size)
 
 
 def register(vllm_config: Any) -> None:

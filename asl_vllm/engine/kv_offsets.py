@@ -14,21 +14,32 @@ capture keeps the `max_model_len` vLLM captures with.
 
 The offsets live in one persistent per-row table, rewritten (one indexed write
 and one upload) only when the batch's rows or the pruned requests change; a
-step whose rows did not move costs a list comparison. FULL CUDA graphs read the
-block table and `seq_lens` tensors of the metadata they were captured with
-(FlashAttention, Triton and FlashInfer's TRT-LLM path hand them to the kernel
-as they are), so with `always_shift` every build writes the group's table and
-lengths into the same persistent buffers: a plain copy for a group with no
-pruned row, a gather and a subtraction otherwise.
+step whose rows did not move costs a list comparison.
+
+FULL CUDA graphs (`always_shift`) read the block table and `seq_lens` tensors of
+the metadata they were captured with (FlashAttention, Triton and FlashInfer's
+TRT-LLM path hand them to the kernel as they are). The block table they read is
+vLLM's own per-group device table, which vLLM rewrites from its host copy at
+the start of every step (`commit_block_table`): `prepare_step`, once the step's
+slot mappings are computed, shifts a group's pruned rows in place there, and a
+group with no pruned row costs nothing. Lengths differ per group, so capture
+hands each group a persistent length buffer of its own, which `prepare_step`
+fills for all groups at once (vLLM's lengths minus each row's offset: two
+operations per step, whatever the number of groups). Without FULL graphs a
+group with no pruned row keeps vLLM's metadata untouched, and a shifted group's
+table and lengths go to buffers of their own (on the CPU build vLLM's device
+table is its host table, which must not be shifted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from vllm.v1.attention.backend import CommonAttentionMetadata
+
+from asl_vllm.vllm_compat.attention_metadata import with_sequences
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class KVOffsets:
         self._nonzero = False
         # Whether the rows of the current step hold any nonzero offset, per group / for positions.
         self._shifted_groups = [False] * num_groups
+        self._any_shifted_group = False
+        # FULL graphs: (vLLM's seq_lens, every group's length buffer, the source viewed per group) of `prepare_step`.
+        self._length_copy: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._shifted_positions = False
 
     def add(self, req_id: str, pruned: PrunedKV) -> None:
@@ -122,6 +136,7 @@ class KVOffsets:
         else:
             nonzero = [False] * self._rows_cpu.shape[0]
         self._shifted_groups = nonzero[: self.num_groups]
+        self._any_shifted_group = any(self._shifted_groups)
         self._shifted_positions = nonzero[-1]
         self._nonzero = bool(rows)
         if self._rows is not self._rows_cpu:
@@ -135,37 +150,80 @@ class KVOffsets:
         if self._shifted_positions:
             positions -= self._rows[2 * self.num_groups][row_of_token.long()]
 
-    def shift(self, group: int, common: CommonAttentionMetadata) -> CommonAttentionMetadata:
-        """Group `group`'s metadata with each row's head blocks skipped and its length reduced."""
-        shifted = self._shifted_groups[group]
-        if not (self.always_shift or shifted):
+    def prepare_step(
+        self,
+        seq_lens: torch.Tensor,
+        seq_lens_upper_bound: torch.Tensor,
+        block_table: Callable[[int], torch.Tensor],
+        num_reqs: int,
+    ) -> None:
+        """With FULL graphs, once per step after vLLM's input preparation: every group's length buffer from
+        vLLM's `seq_lens` (all rows, padding included; one copy), and each shifted group's pruned rows shifted
+        in place in vLLM's device block table (`block_table(g)`, rewritten by vLLM next step) up to the
+        columns the longest row reads (`seq_lens_upper_bound`, on the host)."""
+        if not self.always_shift:
+            return
+        if self._length_copy is None or self._length_copy[0] is not seq_lens:
+            width = seq_lens.shape[0]
+            source = seq_lens.view(1, width).expand(self.num_groups, width)
+            self._length_copy = (seq_lens, self._seq_lens[:, :width], source)
+        _, lengths, source = self._length_copy
+        lengths.copy_(source)
+        if not self._any_shifted_group:
+            return
+        rows = min(num_reqs, lengths.shape[1])
+        lengths[:, :rows].sub_(self._rows[: self.num_groups, :rows])
+        longest = int(seq_lens_upper_bound[:rows].max())
+        for group, shifted in enumerate(self._shifted_groups):
+            if shifted:
+                table = block_table(group)[:rows]
+                used = min(table.shape[1], -(-longest // self.block_size))
+                scratch = self._table(group, table)[:rows, :used]
+                self._gather_rows(group, table, rows, used, scratch)
+                table[:, :used].copy_(scratch)
+
+    def shift(self, group: int, common: CommonAttentionMetadata, capture: bool = False) -> CommonAttentionMetadata:
+        """Group `group`'s metadata with each row's head blocks skipped and its length reduced.
+
+        `capture`: a build for CUDA-graph capture (or a FULL dummy run), which must hand the graph the
+        persistent length buffer that `prepare_step` fills."""
+        if self.always_shift:
+            return self._shift_captured(group, common, capture)
+        if not self._shifted_groups[group]:
             return common
         rows = common.num_reqs
         table = common.block_table_tensor
-        width = table.shape[1]
         out_table = self._table(group, table)[:rows]
         # No backend reads a row past cdiv(seq_len, block_size) blocks, and max_seq_len bounds every
-        # seq_len: the columns past it keep stale ids nobody reads (capture fills them all).
-        used = min(width, -(-common.max_seq_len // self.block_size))
+        # seq_len: the columns past it keep stale ids nobody reads.
+        used = min(table.shape[1], -(-common.max_seq_len // self.block_size))
+        self._gather_rows(group, table, rows, used, out_table)
+        seq_lens = torch.sub(common.seq_lens, self._rows[group, :rows], out=self._seq_lens[group, :rows])
+        return with_sequences(common, out_table, seq_lens, self._upper_bound(group, common, rows))
+
+    def _shift_captured(self, group: int, common: CommonAttentionMetadata, capture: bool) -> CommonAttentionMetadata:
+        """FULL graphs: vLLM's block table (shifted in place by `prepare_step`) and this group's length buffer."""
+        if not (capture or self._shifted_groups[group]):
+            return common  # a graph reads the buffer, which holds vLLM's lengths; an eager step reads vLLM's own
+        rows = common.num_reqs
         seq_lens = self._seq_lens[group, :rows]
+        if capture:
+            seq_lens.copy_(common.seq_lens)  # a dummy batch: no prepared step, no pruned row
+            return with_sequences(common, common.block_table_tensor, seq_lens, common.seq_lens_cpu_upper_bound)
+        return with_sequences(common, common.block_table_tensor, seq_lens, self._upper_bound(group, common, rows))
+
+    def _gather_rows(self, group: int, table: torch.Tensor, rows: int, used: int, out: torch.Tensor) -> None:
+        """out[r, :used] = row r of `table` from the row's first kept block in `group` on."""
+        width = table.shape[1]
+        first_blocks = self._rows[self.num_groups + group, :rows]
+        index = torch.add(self._column_index(width, table.device)[:used].view(1, used), first_blocks.view(rows, 1))
+        torch.gather(table, 1, index.clamp_(max=width - 1), out=out[:, :used])
+
+    def _upper_bound(self, group: int, common: CommonAttentionMetadata, rows: int) -> torch.Tensor | None:
         upper = common.seq_lens_cpu_upper_bound
-        if shifted:
-            first_blocks = self._rows[self.num_groups + group, :rows]
-            index = torch.add(self._column_index(width, table.device)[:used].view(1, used), first_blocks.view(rows, 1))
-            torch.gather(table, 1, index.clamp_(max=width - 1), out=out_table[:, :used])
-            torch.sub(common.seq_lens, self._rows[group, :rows], out=seq_lens)
-            if upper is not None:
-                upper = torch.sub(upper[:rows], self._rows_cpu[group, :rows], out=self._seq_lens_cpu[group, :rows])
-        else:
-            out_table[:, :used].copy_(table[:, :used])
-            seq_lens.copy_(common.seq_lens)
-        return replace(
-            common,
-            block_table_tensor=out_table,
-            seq_lens=seq_lens,
-            seq_lens_cpu_upper_bound=upper,
-            _num_computed_tokens_cache=None,
-        )
+        if upper is None:
+            return None
+        return torch.sub(upper[:rows], self._rows_cpu[group, :rows], out=self._seq_lens_cpu[group, :rows])
 
     def _free_slot(self) -> int:
         """A row of the per-request table that no held request uses; the table doubles when all are."""

@@ -1,4 +1,4 @@
-"""A request's rows, positions and KV offset while the pruning step's layer loop runs.
+"""A request's rows, positions and KV offset while the layer loop runs.
 
 One step may mix prefills being pruned, decodes of requests pruned earlier and
 ordinary requests. Every request of the step is a `LiveRequest`: the rows it

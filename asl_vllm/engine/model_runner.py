@@ -6,7 +6,7 @@ scheduler says which, with a `PrefillPlan` per such prefill on the step's
 `SchedulerOutput` (`asl_vllm.engine.step_plan`), and the runner prunes each as
 its plan says, deciding nothing itself. Such a step runs eagerly
 (`step_needs_eager`, vLLM's per-step `force_eager` switch) through
-`PruningStep` (`replacement_forward`). Every other step, decodes of pruned
+`LayerLoop` (`replacement_forward`). Every other step, decodes of pruned
 requests included, runs vLLM's forward in its default mode (torch.compile,
 CUDA graphs); a pruned request differs there only in its attention metadata
 (`OffsetAttentionGroup`, `KVOffsets`) and, for two-pass methods, its RoPE
@@ -24,6 +24,7 @@ the TP group (`HeadShards`), makes the same decisions and keeps the same offsets
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from typing import Any
 
@@ -40,8 +41,8 @@ from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.engine.kv_offsets import KVOffsets, PrunedKV
 from asl_vllm.engine.layer_groups import bucketed_specs
+from asl_vllm.engine.layer_loop import LayerLoop, RequestStep
 from asl_vllm.engine.prefill_plan import PrefillPlan
-from asl_vllm.engine.pruning_step import PruningStep, RequestStep
 from asl_vllm.engine.shrinking import Shrinker
 from asl_vllm.engine.step_plan import step_plan
 from asl_vllm.scoring.head_shards import tensor_parallel_shards
@@ -49,7 +50,15 @@ from asl_vllm.scoring.kv_layout import check_backend
 from asl_vllm.scoring.memory import layer_loop_bytes, scoring_transient_bytes
 from asl_vllm.scoring.warmup import triton_runs_on, warm_up_kernels
 from asl_vllm.vllm_compat.attention_workspace import share_workspace
-from asl_vllm.vllm_compat.model_runner import RunnerHooks
+from asl_vllm.vllm_compat.input_batch import (
+    batch_req_ids,
+    computed_tokens,
+    group_block_table,
+    prefilling_rows,
+    query_starts,
+    request_block_ids,
+)
+from asl_vllm.vllm_compat.model_runner import RunnerHooks, attention_groups, set_attention_groups
 
 DECISIONS_KEPT = 1024
 
@@ -83,7 +92,7 @@ class PruningRunnerMixin(RunnerHooks):
         super().initialize_attn_backend(kv_cache_config, *args, **kwargs)
         groups = kv_cache_config.kv_cache_groups
         block_sizes = {group.kv_cache_spec.block_size for group in groups}
-        if len(block_sizes) != 1 or any(len(attn) != 1 for attn in self.attn_groups):
+        if len(block_sizes) != 1 or any(len(attn) != 1 for attn in attention_groups(self)):
             raise RuntimeError("KV pruning needs decoder layers in full-attention KV cache groups of one block size")
         self.kv_offsets = KVOffsets(
             num_groups=len(groups),
@@ -93,21 +102,22 @@ class PruningRunnerMixin(RunnerHooks):
             # Only FULL graphs replay attention with the tensors of capture; PIECEWISE runs it eagerly.
             always_shift=self.compilation_config.cudagraph_mode.has_full_cudagraphs(),
         )
-        self.attn_groups = [
-            [OffsetAttentionGroup.wrap(group, self.kv_offsets) for group in attn] for attn in self.attn_groups
-        ]
+        set_attention_groups(
+            self,
+            [[OffsetAttentionGroup.wrap(group, self.kv_offsets) for group in attn] for attn in attention_groups(self)],
+        )
 
     def initialize_metadata_builders(self, *args: Any, **kwargs: Any) -> None:
         """vLLM's builders, with one attention workspace for all KV cache groups (as Model Runner V2 does)."""
         super().initialize_metadata_builders(*args, **kwargs)
         share_workspace(
-            builder for groups in self.attn_groups for group in groups for builder in group.metadata_builders
+            builder for groups in attention_groups(self) for group in groups for builder in group.metadata_builders
         )
 
     def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(kv_cache_config, *args, **kwargs)
-        check_backend(*(group.backend.get_name() for groups in self.attn_groups for group in groups))
-        check_whole_blocks(group for groups in self.attn_groups for group in groups)
+        check_backend(*(group.backend.get_name() for groups in attention_groups(self) for group in groups))
+        check_whole_blocks(group for groups in attention_groups(self) for group in groups)
         groups = self.kv_cache_config.kv_cache_groups
         group_of = {name: index for index, group in enumerate(groups) for name in group.layer_names}
         stack = self.pruner_stack
@@ -117,7 +127,7 @@ class PruningRunnerMixin(RunnerHooks):
         config = self.pruner_config
         # An eager engine's layers already run the kernels vLLM picks for eager steps: the loop keeps them, so a
         # request decoding beside a pruning prefill gets the same numbers as on vLLM's forward.
-        self.pruning_step = PruningStep(
+        self.layer_loop = LayerLoop(
             stack,
             self.kv_offsets.block_size,
             layer_groups,
@@ -164,13 +174,13 @@ class PruningRunnerMixin(RunnerHooks):
             del reserved
 
     def _build_layer_metadata(self, common: CommonAttentionMetadata, group: int) -> Any:
-        return self.attn_groups[group][0].build_unshifted(common)
+        return attention_groups(self)[group][0].build_unshifted(common)
 
     def step_scheduled(self, scheduler_output: Any) -> None:
         """Take the step's prefill plans, and shrink the requests the scheduler shrank before anything runs."""
         self._step_plans, shrinks = step_plan(scheduler_output)
         for req_id, first_slot in shrinks.items():
-            block_ids = self.requests[req_id].block_ids
+            block_ids = request_block_ids(self, req_id)
             rows = [torch.tensor(ids, dtype=torch.int32, device=self.device) for ids in block_ids]
             offsets = self.shrinker.shrink(req_id, first_slot, rows)
             previous = self.kv_offsets.requests.get(req_id)
@@ -183,8 +193,14 @@ class PruningRunnerMixin(RunnerHooks):
     def batch_updated(self, req_ids: list[str | None]) -> None:
         self.kv_offsets.refresh(req_ids)
 
-    def inputs_prepared(self, positions: torch.Tensor, row_of_token: torch.Tensor) -> None:
+    def inputs_prepared(
+        self, positions: torch.Tensor, row_of_token: torch.Tensor, seq_lens: torch.Tensor, seq_lens_cpu: torch.Tensor
+    ) -> None:
         self.kv_offsets.shift_positions(positions, row_of_token)
+        if self.kv_offsets.always_shift:
+            num_reqs = len(batch_req_ids(self))
+            tables = functools.partial(group_block_table, self, num_reqs=num_reqs)
+            self.kv_offsets.prepare_step(seq_lens, seq_lens_cpu, tables, num_reqs)
         self._planned_steps = self._plan_steps()
 
     def step_needs_eager(self) -> bool:
@@ -198,17 +214,16 @@ class PruningRunnerMixin(RunnerHooks):
         if steps is None:
             return None
         num_reqs = len(steps)
-        computed = self.input_batch.num_computed_tokens_cpu_tensor[:num_reqs]
-        prompts = self.input_batch.num_prompt_tokens_cpu_tensor[:num_reqs]
+        is_prefilling = prefilling_rows(self, num_reqs)
         tables = [
             StepTables(
-                block_table=self.input_batch.block_table[group].get_device_tensor(num_reqs),
+                block_table=group_block_table(self, group, num_reqs),
                 block_size=self.kv_offsets.block_size,
-                is_prefilling=computed < prompts,
+                is_prefilling=is_prefilling,
             )
             for group in range(len(self.kv_cache_config.kv_cache_groups))
         ]
-        hidden, decisions, kept_scores = self.pruning_step.run(steps, input_ids, positions, inputs_embeds, tables)
+        hidden, decisions, kept_scores = self.layer_loop.run(steps, input_ids, positions, inputs_embeds, tables)
         for decision in decisions:
             if decision.req_id in kept_scores:
                 self.shrinker.track(
@@ -231,11 +246,12 @@ class PruningRunnerMixin(RunnerHooks):
         plans, self._step_plans = self._step_plans, {}
         if not plans:
             return None
-        num_reqs = self.input_batch.num_reqs
-        computed = self.input_batch.num_computed_tokens_cpu[:num_reqs].tolist()
-        starts = self.query_start_loc.np[: num_reqs + 1].tolist()
+        req_ids = batch_req_ids(self)
+        num_reqs = len(req_ids)
+        computed = computed_tokens(self, num_reqs)
+        starts = query_starts(self, num_reqs)
         steps = []
-        for row, req_id in enumerate(self.input_batch.req_ids[:num_reqs]):
+        for row, req_id in enumerate(req_ids):
             pruned = self.kv_offsets.requests.get(req_id)
             num_rows = starts[row + 1] - starts[row]
             steps.append(

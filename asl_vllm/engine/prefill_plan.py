@@ -47,7 +47,7 @@ class PrefillPlan:
 
 def runs_whole(config: PrunerConfig) -> bool:
     """Whether the pruner needs its whole prompt in one step: a two-pass re-run embeds the selected tokens."""
-    return config.two_pass or config.method.two_pass
+    return config.two_pass or config.pruner_class.two_pass
 
 
 def chunk_tokens(num_computed: int, num_tokens: int, num_new: int, window: int) -> int:
@@ -125,7 +125,7 @@ class PrefillPlanner:
         budget = auto_budget(
             usage, num_tokens, config.budget_min, config.kv_budget_auto_low, config.kv_budget_auto_high
         )
-        if budget is not None and config.method.selects:
+        if budget is not None and config.pruner_class.selects:
             budget = min(budget, config.select_k)
         return PrefillPlan(req_id, config.with_budget(budget), num_tokens, keeps_scores=True, prefill_steps=steps)
 

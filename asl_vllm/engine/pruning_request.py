@@ -1,8 +1,8 @@
 """A prefill being pruned in the layer loop: its pruner, its budget rule, its selection and its decision.
 
 The worker turns each `PrefillPlan` of the step into one `PruningRequest`. Its
-pruner (`asl_vllm.policies`) is the policy: which layers it scores and whether
-a layer is its selection layer, by which score. Its budget rule
+pruner (`asl_vllm.pruners`) decides which layers it scores and whether a layer
+is its selection layer, by which score. Its budget rule
 (`asl_vllm.engine.budget_rules`) is how many tokens each layer keeps, and when
 they are chosen.
 
@@ -46,7 +46,7 @@ from asl_vllm.device_upload import to_device
 from asl_vllm.engine.budget_rules import StepCache, budget_rule
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.live_request import LiveRequest, RequestStep
-from asl_vllm.policies import Pruner, make_policy
+from asl_vllm.pruners import Pruner, make_pruner
 from asl_vllm.scoring.reference import select_tokens
 from asl_vllm.scoring.step_scores import StepScores
 
@@ -73,7 +73,7 @@ class PruningRequest(LiveRequest):
         # (first such layer, their slots), moved to the kept tail before each of those layers runs.
         self.cached_kept: tuple[int, torch.Tensor] | None = None
         self.config = plan.config
-        self.policy: Pruner = make_policy(plan.config)
+        self.pruner: Pruner = make_pruner(plan.config)
         self.rule = budget_rule(plan, layer_groups, block_size)
         self.layer_groups = list(layer_groups)
         self.select_keep = kept_tokens(step.seq_len, plan.config.select_k, block_size)
@@ -94,7 +94,7 @@ class PruningRequest(LiveRequest):
         self.rerun_rows: torch.Tensor | None = None
 
     def wants_selection(self, layer: int) -> bool:
-        return self.pending is None and self.policy.wants_scores(layer)
+        return self.pending is None and self.pruner.wants_scores(layer)
 
     def wants_scores(self, layer: int) -> bool:
         """Whether the loop scores this request's rows after `layer`, for its pruner or its budget rule."""
@@ -122,12 +122,12 @@ class PruningRequest(LiveRequest):
         decision.selection_layer = layer
         decision.selected_tokens = min(self.select_keep, self.held_count)
         # A single pass has nothing left to propagate to after the last layer; a re-run still shrinks the KV.
-        if self.select_keep >= self.held_count or (last_layer and not self.policy.two_pass):
+        if self.select_keep >= self.held_count or (last_layer and not self.pruner.two_pass):
             return
-        ranked = self.policy.token_scores(scores, row)
+        ranked = self.pruner.token_scores(scores, row)
         local = select_tokens(ranked, self.held_count, self.select_keep, self.config.window).cpu()
         decision.selected_indices = self.held[local]
-        if self.policy.two_pass:
+        if self.pruner.two_pass:
             self.rerun_rows = local
         else:
             self.pending = (self.propagation_layer(layer), local)
@@ -173,7 +173,7 @@ class PruningRequest(LiveRequest):
         selected = torch.arange(len(self.rerun_rows))
         rerun.keep(selected, self.held[self.rerun_rows])
         rerun.rerun_rows = None
-        rerun.policy = Pruner(self.config)  # the base pruner never selects
+        rerun.pruner = Pruner(self.config)  # the base pruner never selects
         rerun.rule.restart()  # the re-run's layers hold other tokens than the first pass's
         self.decision.position_offset = rerun.kv_offset
         return rerun

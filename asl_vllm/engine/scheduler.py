@@ -41,19 +41,20 @@ from typing import Any
 from asl_vllm.config import from_vllm_config
 from asl_vllm.engine import head_manager
 from asl_vllm.engine.decision_channel import step_decisions
-from asl_vllm.engine.decisions import REPORT_KEY, PruneDecision
+from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.layer_groups import group_block_bytes
 from asl_vllm.engine.prefill_plan import PrefillPlan, PrefillPlanner
 from asl_vllm.engine.step_plan import with_plan
 from asl_vllm.log import logger
 from asl_vllm.pressure import shrunk_keep
+from asl_vllm.report_key import REPORT_KEY
 from asl_vllm.request_config import requested_pruner
-from asl_vllm.vllm_compat.kv_cache_managers import group_managers
 from asl_vllm.vllm_compat.scheduler import SchedulerHooks
+from asl_vllm.vllm_compat.scheduler_state import kv_group_managers, pool_usage, requests_by_id, running_requests
 
 
 @dataclass
-class ShrinkState:
+class ShrinkableRequest:
     """A running auto-budget request as the scheduler sees it: what it keeps and how far it may shrink."""
 
     num_prompt_tokens: int
@@ -82,7 +83,7 @@ class PruningScheduler(SchedulerHooks):
         self._first_output_pending: set[str] = set()
         # Auto budgets until the prefill's decision arrives: the pool usage each was chosen at, and its floor.
         self._auto_choices: dict[str, tuple[float, int]] = {}
-        self._shrinkable: dict[str, ShrinkState] = {}
+        self._shrinkable: dict[str, ShrinkableRequest] = {}
         # Shrinks made since the last step was scheduled (while scheduling this one), for the worker.
         self._step_shrinks: dict[str, int] = {}
         # Per request: its shrinks and the preemptions avoided for it, added to its last report.
@@ -100,9 +101,10 @@ class PruningScheduler(SchedulerHooks):
         `schedule()` has advanced each request's computed tokens by its scheduled ones, and allocated the
         step's blocks: an auto budget is chosen from the pool's usage with the new prompts in it."""
         plans: dict[str, PrefillPlan] = {}
-        usage = self.kv_cache_manager.usage
+        usage = pool_usage(self)
+        requests = requests_by_id(self)
         for req_id in output.num_scheduled_tokens:
-            plan = self.prefill_planner.plan(self.requests[req_id], usage)
+            plan = self.prefill_planner.plan(requests[req_id], usage)
             if plan is None:
                 continue
             plans[req_id] = plan
@@ -112,10 +114,10 @@ class PruningScheduler(SchedulerHooks):
 
     def make_room(self, request: Any) -> bool:
         """Shrink the running auto-budget request that holds the most prompt blocks to half its kept tokens."""
-        managers = group_managers(self.kv_cache_manager)
+        managers = kv_group_managers(self)
         block_size = managers[0].block_size
         candidates = []
-        for running in self.running:
+        for running in running_requests(self):
             state = self._shrinkable.get(running.request_id)
             if state is None or running.num_computed_tokens < state.num_prompt_tokens:
                 continue
@@ -163,14 +165,14 @@ class PruningScheduler(SchedulerHooks):
         # Decisions first: a request vLLM finishes in this step (its first token may be its last) leaves with them.
         decisions = {decision.req_id: decision for decision in step_decisions(model_runner_output)}
         for decision in decisions.values():
-            request = self.requests.get(decision.req_id)
+            request = requests_by_id(self).get(decision.req_id)
             choice = self._auto_choices.pop(decision.req_id, None) if decision.budget_auto else None
             if choice is not None:
                 decision.pool_usage = choice[0]
             if request is not None and not request.is_finished():
                 self._free_pruned_head(request, decision)
                 if choice is not None:
-                    self._shrinkable[decision.req_id] = ShrinkState(
+                    self._shrinkable[decision.req_id] = ShrinkableRequest(
                         decision.num_prompt_tokens, list(decision.group_offsets), floor=choice[1]
                     )
                 if decision.req_id in self._pruner_reports:  # chunked, or re-prefilled after preemption
@@ -225,7 +227,7 @@ class PruningScheduler(SchedulerHooks):
 
     def _free_heads(self, req_id: str, first_slots: Sequence[int]) -> list[int]:
         """Free the request's blocks before `first_slots[g]` in each KV cache group g: the blocks freed per group."""
-        managers = group_managers(self.kv_cache_manager)
+        managers = kv_group_managers(self)
         return [manager.free_head(req_id, slot) for manager, slot in zip(managers, first_slots, strict=True)]
 
     def _free_pruned_head(self, request: Any, decision: PruneDecision) -> None:

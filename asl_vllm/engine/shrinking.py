@@ -27,10 +27,11 @@ from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.kv_layout import layer_layout
 from asl_vllm.scoring.reference import budget_select
+from asl_vllm.vllm_compat.attention_layer import layer_cache
 
 
 @dataclass
-class Shrinkable:
+class ShrinkableKV:
     num_prompt_tokens: int
     layer_offsets: list[int]
     # Per layer: [1 or G, N - layer_offsets[l] - window] scores of the kept past tokens, in slot order.
@@ -52,7 +53,7 @@ class Shrinker:
         self.layer_groups = list(layer_groups)
         self.block_size = block_size
         self.window = window
-        self.requests: dict[str, Shrinkable] = {}
+        self.requests: dict[str, ShrinkableKV] = {}
 
     def track(self, req_id: str, num_prompt_tokens: int, layer_offsets: Sequence[int], scores: list) -> None:
         window = min(self.window, num_prompt_tokens)
@@ -62,7 +63,7 @@ class Shrinker:
                 f"layer {layer}: kept scores {None if layer_scores is None else tuple(layer_scores.shape)} "
                 f"do not match its {expected} kept past tokens"
             )
-        self.requests[req_id] = Shrinkable(num_prompt_tokens, list(layer_offsets), list(scores))
+        self.requests[req_id] = ShrinkableKV(num_prompt_tokens, list(layer_offsets), list(scores))
 
     def discard(self, req_ids: Sequence[str]) -> None:
         for req_id in req_ids:
@@ -87,8 +88,9 @@ class Shrinker:
             kept = budget_select(ranked, num_tokens - offset, keep, window, self.stack.num_kv_heads)
             attention = self.stack.attentions[layer]
             row = block_rows[self.layer_groups[layer]]
-            slots = (kept + offset).to(device=attention.kv_cache.device, dtype=torch.int32)
-            dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
+            cache = layer_cache(attention)
+            slots = (kept + offset).to(device=cache.device, dtype=torch.int32)
+            dispatch.compact_tail(cache, None, row, slots, num_tokens, layer_layout(attention))
             entry.scores[layer] = kept_past_scores(scores, kept, keep, window)
             entry.layer_offsets[layer] = first_slot
         first_of_group = {}

@@ -14,7 +14,7 @@ class PruningWorkerMixin:
 
     def pruning_steps_run(self) -> int:
         """Steps that ran the pruning layer loop instead of vLLM's forward (reachable by `collective_rpc`)."""
-        return self.model_runner.pruning_step.steps_run
+        return self.model_runner.layer_loop.steps_run
 
     def pruned_requests_held(self) -> int:
         """Requests whose KV offsets this worker still applies (reachable by `collective_rpc`, one per rank)."""

@@ -24,7 +24,8 @@ fp8 caches are stored as uint8 and viewed as the fp8 type the backend's write
 produces (see `_fp8_dtype`); readers dequantize with the layer's per-tensor
 `k_scale`, as vLLM's own attention does.
 
-Imports torch only: `benchmarks.kernels.timing` runs where vLLM is not installed.
+Imports torch, and `vllm_compat.attention_layer` (which imports no vLLM), only:
+`benchmarks.kernels.timing` runs where vLLM is not installed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from asl_vllm.vllm_compat.attention_layer import backend_name, cache_dtype, cpu_isa
 
 DENSE_BACKEND = "DENSE"
 GPU_BACKENDS = ("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN")
@@ -98,7 +101,7 @@ DENSE = KVLayout()
 
 def layer_layout(layer: Any) -> KVLayout:
     """The layout of a vLLM `Attention` layer's bound cache (after the KV cache is initialised)."""
-    return KVLayout(layer.attn_backend.get_name(), layer.kv_cache_dtype, getattr(layer, "isa", None))
+    return KVLayout(backend_name(layer), cache_dtype(layer), cpu_isa(layer))
 
 
 def key_view(cache: torch.Tensor, layout: KVLayout = DENSE) -> torch.Tensor:

@@ -74,7 +74,7 @@ def _reference_histogram_bytes(
 def layer_loop_bytes(num_tokens: int, hidden_size: int, dtype: torch.dtype) -> int:
     """The layer loop's activations beyond what vLLM's forward holds for `num_tokens` rows.
 
-    `PruningStep.run` keeps the final hidden states for every row (scattered
+    `LayerLoop.run` keeps the final hidden states for every row (scattered
     back at the end) and a copy of the input embeddings for a two-pass re-run,
     and the re-run gathers the selected rows' embeddings: three `T x hidden`
     tensors at most, alive through the whole loop.

@@ -9,7 +9,7 @@ batch. ASL and FastKV rank by the pooled window attention summed over all
 heads, and a per-KV-head budget keeps tokens by the pooled scores per KV head;
 only what is asked for is computed. A pruner with a score of its own computes
 it from the layer's q and k held here (GemFilter's last-query score,
-`asl_vllm.policies.gemfilter`).
+`asl_vllm.pruners.gemfilter`).
 
 A request whose prompt was chunked over several steps holds keys this step
 did not compute: the earlier chunks' are only in the layer's paged cache. Its

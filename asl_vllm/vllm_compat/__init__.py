@@ -1,14 +1,20 @@
 """Every place asl-vllm relies on a vLLM internal, and nothing else. Supported: `versions`.
 
 An internal is what vLLM does not offer plugins: a private method or attribute
-overridden or read, a vLLM function replaced by a wrapper, a module attribute
+overridden or read, the state a vLLM object keeps for itself read even where
+its name looks public (a runner's persistent batch, a scheduler's queues, a
+layer's cache), a vLLM function replaced by a wrapper, a module attribute
 rebound, an environment variable set for vLLM, a private registry call. Each
 module below names the vLLM 0.32 file and function it depends on; a new vLLM
 version is checked here first. The rest of the plugin uses vLLM's documented
 seams (entry points, `--worker-cls` / `--scheduler-cls`, subclasses of
 `Scheduler`, workers and model runners through their public methods,
 `KVCacheSpecRegistry.register`, stat-logger plugins, public types) and the
-hooks these modules define.
+hooks and functions these modules define. It reads a vLLM object only through
+its public methods, the declared fields of the objects vLLM hands it
+(`Request`, `SchedulerOutput`, `CommonAttentionMetadata`, `AttentionGroup`,
+`KVCacheConfig`) and the configuration it was built with. No module here
+imports `asl_vllm.engine`.
 
 Wrappers of vLLM functions (installed by `apply`, by the start-up hook, or by
 the first `create_engine_config` of a pruning engine; each installs once):
@@ -39,10 +45,12 @@ Private methods overridden, each behind a named hook:
   and `_model_forward` (vllm/v1/worker/gpu_model_runner.py).
 - `attention_group.ShiftedAttentionGroup`: `AttentionGroup._with_kernel_block_table`
   (vllm/v1/worker/utils.py).
-- `gpu_worker_hooks.GPUWorkerHooks`: `Worker._make_model_runner` (vllm/v1/worker/gpu_worker.py).
+- `gpu_worker_hooks.GPUWorkerHooks`: `Worker._make_model_runner` (vllm/v1/worker/gpu_worker.py),
+  and reads `Worker.use_v2_model_runner`.
 - `kv_cache_managers.BlockFreeingManager`: calls
   `SingleTypeKVCacheManager._remove_blocks_in_range`
-  (vllm/v1/core/single_type_kv_cache_manager.py).
+  (vllm/v1/core/single_type_kv_cache_manager.py), counting what it freed by
+  its `block_pool`'s `get_num_free_blocks` (vllm/v1/core/block_pool.py).
 
 Private state read or written, registry calls, rebinding, environment:
 - `kv_cache_managers`: `KVCacheSpecRegistry._ensure_registered`
@@ -55,8 +63,25 @@ Private state read or written, registry calls, rebinding, environment:
 - `eager_kernels`: `CustomOp._forward_method` (vllm/model_executor/custom_op.py);
   an IR provider registered on `vllm.ir.ops.rms_norm` / `fused_add_rms_norm` at
   import, and their `set_priority` (vllm/ir/).
-- `attention_layer.key_scale`: reads `Attention._k_scale_float`
-  (vllm/model_executor/layers/attention/attention.py).
+- `attention_layer`: reads `Attention._k_scale_float`, `kv_cache`, `layer_name`,
+  `num_heads`, `num_kv_heads`, `head_size`, `kv_cache_dtype`, `attn_backend`
+  and `impl` (its `scale`), and writes the cache through `impl.do_kv_cache_update`
+  (vllm/model_executor/layers/attention/attention.py, vllm/v1/attention/backends/).
+- `model_runner`: reads and replaces `GPUModelRunner.attn_groups`.
+- `input_batch`: reads `GPUModelRunner.input_batch` (`InputBatch.req_ids`,
+  `num_reqs`, `num_computed_tokens_cpu(_tensor)`, `num_prompt_tokens_cpu_tensor`,
+  `block_table[group].get_device_tensor`), `GPUModelRunner.query_start_loc` and
+  `GPUModelRunner.requests[...].block_ids` (vllm/v1/worker/gpu_model_runner.py,
+  gpu_input_batch.py, block_table.py).
+- `attention_metadata`: builds `CommonAttentionMetadata` by its fields and
+  clears its private `_num_computed_tokens_cache` when re-pointing one
+  (vllm/v1/attention/backend.py).
+- `scheduler_state`: reads `Scheduler.requests`, `running` and
+  `kv_cache_manager.usage` (vllm/v1/core/sched/scheduler.py, kv_cache_manager.py).
+- `decoder_model`: reads a Llama-family model's `model`, its `layers`, `norm`
+  and `embed_input_ids` (vllm/model_executor/models/llama.py, qwen2.py, qwen3.py).
+- `stat_logger`: reads `PrometheusStatLogger.per_engine_labelvalues`
+  (vllm/v1/metrics/loggers.py).
 - `attention_workspace.share_workspace`: calls a metadata builder's
   `_get_workspace_buffer` (FlashInfer, vllm/v1/attention/backends/flashinfer.py).
 - `cpu_sampling.discarded_samples_without_generators`: takes seeded requests'

@@ -147,13 +147,16 @@ def _resolve(tree: ast.Module, dotted: str) -> ast.AST | None:
 
 def _assigns(scope: ast.AST, attribute: str) -> bool:
     """Whether `scope` assigns `attribute`: in a class body or module by name, in a function on its first
-    parameter (`self.<attribute>`, or `layer.<attribute>` in a function setting up a layer)."""
+    parameter (`self.<attribute>`, or `layer.<attribute>` in a function setting up a layer), also as one
+    element of a tuple assignment."""
     if isinstance(scope, (ast.Module, ast.ClassDef)):
         return any(name == attribute for name, _ in _members(scope))
     parameters = [arg.arg for arg in (*scope.args.posonlyargs, *scope.args.args)]
     owner = parameters[0] if parameters else "self"
     for node in ast.walk(scope):
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        # `self.a, self.b = ...` assigns each element.
+        targets = [leaf for t in targets for leaf in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and any(
             isinstance(t, ast.Attribute) and t.attr == attribute and getattr(t.value, "id", None) == owner
             for t in targets

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from asl_vllm.vllm_compat.patching import is_patched, marked
 
 # IterationStats attributes: the reports of requests whose first (last) output is in this step.

@@ -14,6 +14,9 @@ vLLM 0.32-0.33 (vllm/v1/core/):
   free: on 0.32 with the leading null blocks, from 0.33 without them
   (`trim_null_head`). The pool skips null blocks either way, so the blocks
   freed are the same, and the plugin never reads the list.
+- `SingleTypeKVCacheManager.block_pool` (single_type_kv_cache_manager.py), the
+  shared `BlockPool` (block_pool.py): `free_blocks` counts what it returned by
+  the pool's `get_num_free_blocks()` before and after.
 - `KVCacheSpecRegistry._ensure_registered` (vllm/v1/kv_cache_spec_registry.py):
   vLLM registers its built-in specs on the registry's first use; that must
   happen before a plugin registers its own (the public `register`), or the
@@ -32,11 +35,14 @@ from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
 class BlockFreeingManager(FullAttentionManager):
     """vLLM's full-attention manager that can also free a range of a request's blocks."""
 
-    def free_blocks(self, request_id: str, first_block: int, last_block: int) -> None:
+    def free_blocks(self, request_id: str, first_block: int, last_block: int) -> int:
         """Return the request's blocks [first_block, last_block) to the pool, null blocks in their place.
 
-        Blocks already freed (null) are skipped, so freeing a range again, or a shorter one, frees nothing."""
+        Blocks already freed (null) are skipped, so freeing a range again, or a shorter one, frees nothing.
+        Returns the number of blocks back in the pool (`block_pool.get_num_free_blocks()` before and after)."""
+        before = self.block_pool.get_num_free_blocks()
         self._remove_blocks_in_range(request_id, first_block, last_block)
+        return self.block_pool.get_num_free_blocks() - before
 
 
 def register_full_attention_manager(

@@ -16,6 +16,12 @@ build's `CPUModelRunner` in cpu_model_runner.py subclasses it):
   replace vLLM's forward when it returns any.
 `RunnerHooks` is mixed in before vLLM's runner class, e.g.
 `class Runner(RunnerHooks, CPUModelRunner)`, so its overrides call vLLM's.
+
+State: `attn_groups`, per KV cache group the runner's `AttentionGroup`s (one
+per backend), which `initialize_attn_backend` sets up and every later metadata
+build reads (`initialize_metadata_builders`, each step's `_build_attention_metadata`):
+`attention_groups` reads it, `set_attention_groups` puts the plugin's groups
+in its place. The persistent batch the hooks read: `input_batch`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from asl_vllm.vllm_compat.input_batch import batch_req_ids
 
 
 class RunnerHooks:
@@ -40,8 +48,12 @@ class RunnerHooks:
         """The persistent batch's request ids in row order, once vLLM updated it for the step."""
         raise NotImplementedError
 
-    def inputs_prepared(self, positions: torch.Tensor, row_of_token: torch.Tensor) -> None:
-        """The step's token positions (writable) and each token's batch row, once vLLM prepared its inputs."""
+    def inputs_prepared(
+        self, positions: torch.Tensor, row_of_token: torch.Tensor, seq_lens: torch.Tensor, seq_lens_cpu: torch.Tensor
+    ) -> None:
+        """Once vLLM prepared the step's inputs (slot mappings included): the token positions (writable), each
+        token's batch row, vLLM's persistent sequence lengths (`GPUModelRunner.seq_lens`, every row) and their
+        host upper bounds (`optimistic_seq_lens_cpu`)."""
         raise NotImplementedError
 
     def step_needs_eager(self) -> bool:
@@ -58,13 +70,15 @@ class RunnerHooks:
         self.step_scheduled(scheduler_output)
         self.requests_leaving([*scheduler_output.finished_req_ids, *(scheduler_output.preempted_req_ids or ())])
         result = super()._update_states(scheduler_output)
-        self.batch_updated(self.input_batch.req_ids[: self.input_batch.num_reqs])
+        self.batch_updated(batch_req_ids(self))
         return result
 
     def _prepare_inputs(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         result = super()._prepare_inputs(scheduler_output, *args, **kwargs)
         num_tokens = scheduler_output.total_num_scheduled_tokens
-        self.inputs_prepared(self.positions[:num_tokens], self.req_indices.gpu[:num_tokens])
+        self.inputs_prepared(
+            self.positions[:num_tokens], self.req_indices.gpu[:num_tokens], self.seq_lens, self.optimistic_seq_lens_cpu
+        )
         return result
 
     def _determine_batch_execution_and_padding(self, *args: Any, **kwargs: Any) -> Any:
@@ -90,3 +104,15 @@ class RunnerHooks:
             inputs_embeds=inputs_embeds,
             **model_kwargs,
         )
+
+
+def attention_groups(runner: Any) -> list[list[Any]]:
+    """Per KV cache group, the runner's attention groups (`GPUModelRunner.attn_groups`, set up by
+    `initialize_attn_backend`), which vLLM builds each step's attention metadata with."""
+    return runner.attn_groups
+
+
+def set_attention_groups(runner: Any, groups: list[list[Any]]) -> None:
+    """Make vLLM build the metadata of every later step with `groups`, one list per KV cache group, in place
+    of its own (`GPUModelRunner.attn_groups`; call right after `initialize_attn_backend`)."""
+    runner.attn_groups = groups

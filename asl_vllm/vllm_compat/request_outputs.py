@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from asl_vllm.vllm_compat.patching import is_patched, marked
 
 # RequestState attribute: the latest report the request's engine outputs carried.

@@ -67,6 +67,37 @@ RUNNER = "vllm.v1.worker.gpu_model_runner"
 MANAGERS = "vllm.v1.core.single_type_kv_cache_manager"
 IR_OP = "vllm.ir.op"
 CPU_ATTN = "vllm.v1.attention.backends.cpu_attn"
+INPUT_BATCH = "vllm.v1.worker.gpu_input_batch"
+BLOCK_TABLE = "vllm.v1.worker.block_table"
+ATTENTION = "vllm.model_executor.layers.attention.attention"
+BACKEND = "vllm.v1.attention.backend"
+LLAMA = "vllm.model_executor.models.llama"
+QWEN2 = "vllm.model_executor.models.qwen2"
+QWEN3 = "vllm.model_executor.models.qwen3"
+# Each supported attention backend's implementation class (the CPU one in the CPU build only).
+ATTENTION_IMPLS = (
+    ("vllm.v1.attention.backends.flash_attn", "FlashAttentionImpl", False),
+    ("vllm.v1.attention.backends.triton_attn", "TritonAttentionImpl", False),
+    ("vllm.v1.attention.backends.flashinfer", "FlashInferImpl", False),
+    (CPU_ATTN, "CPUAttentionBackendImpl", True),
+)
+# The fields `attention_metadata.causal_metadata` builds `CommonAttentionMetadata` with, and the cache it clears.
+COMMON_METADATA_FIELDS = (
+    "query_start_loc",
+    "query_start_loc_cpu",
+    "seq_lens",
+    "seq_lens_cpu_upper_bound",
+    "num_reqs",
+    "num_actual_tokens",
+    "max_query_len",
+    "max_seq_len",
+    "block_table_tensor",
+    "slot_mapping",
+    "causal",
+    "is_prefilling",
+    "positions",
+    "_num_computed_tokens_cache",
+)
 
 TOUCH_POINTS: tuple[TouchPoint, ...] = (
     # engine_args: wrapped EngineArgs methods; the dataclass fields it writes.
@@ -128,6 +159,11 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     _attribute(SCHEDULER, "Scheduler.need_mamba_block_aligned_split", "scheduler", "Scheduler.__init__"),
     _attribute(SCHEDULER, "Scheduler.has_mamba_layers", "scheduler", "Scheduler.__init__"),
     _attribute(SCHEDULER, "Scheduler.kv_cache_manager", "scheduler", "Scheduler.__init__"),
+    # scheduler_state: the scheduler's own state the pruning scheduler reads.
+    _attribute(SCHEDULER, "Scheduler.requests", "scheduler_state", "Scheduler.__init__"),
+    _attribute(SCHEDULER, "Scheduler.running", "scheduler_state", "Scheduler.__init__"),
+    _attribute(SCHEDULER, "Scheduler.kv_cache_manager", "scheduler_state", "Scheduler.__init__"),
+    _defined("vllm.v1.core.kv_cache_manager", "KVCacheManager.usage", "scheduler_state"),
     _function(SCHEDULER, "Scheduler._free_request", "scheduler", "request"),
     _function(SCHEDULER, "Scheduler._preempt_request", "scheduler", "request"),
     _function("vllm.v1.core.kv_cache_manager", "KVCacheManager.allocate_slots", "scheduler", "request"),
@@ -146,13 +182,32 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     ),
     _attribute(RUNNER, "GPUModelRunner.positions", "model_runner", "GPUModelRunner.__init__"),
     _attribute(RUNNER, "GPUModelRunner.req_indices", "model_runner", "GPUModelRunner.__init__"),
-    _attribute(RUNNER, "GPUModelRunner.input_batch", "model_runner", "GPUModelRunner.__init__"),
-    _defined("vllm.v1.worker.gpu_input_batch", "InputBatch.req_ids", "model_runner"),
-    _defined("vllm.v1.worker.gpu_input_batch", "InputBatch.num_reqs", "model_runner"),
+    _attribute(RUNNER, "GPUModelRunner.seq_lens", "model_runner", "GPUModelRunner.__init__"),
+    _attribute(RUNNER, "GPUModelRunner.optimistic_seq_lens_cpu", "model_runner", "GPUModelRunner.__init__"),
+    _attribute(RUNNER, "GPUModelRunner.attn_groups", "model_runner", "GPUModelRunner.__init__"),
     _attribute("vllm.v1.core.sched.output", "SchedulerOutput.finished_req_ids", "model_runner", "SchedulerOutput"),
     _attribute("vllm.v1.core.sched.output", "SchedulerOutput.preempted_req_ids", "model_runner", "SchedulerOutput"),
     _attribute(
         "vllm.v1.core.sched.output", "SchedulerOutput.total_num_scheduled_tokens", "model_runner", "SchedulerOutput"
+    ),
+    # input_batch: the persistent batch and the per-step state beside it.
+    _attribute(RUNNER, "GPUModelRunner.input_batch", "input_batch", "GPUModelRunner.__init__"),
+    _defined(INPUT_BATCH, "InputBatch.req_ids", "input_batch"),
+    _defined(INPUT_BATCH, "InputBatch.num_reqs", "input_batch"),
+    _attribute(INPUT_BATCH, "InputBatch.num_computed_tokens_cpu", "input_batch", "InputBatch.__init__"),
+    _attribute(INPUT_BATCH, "InputBatch.num_computed_tokens_cpu_tensor", "input_batch", "InputBatch.__init__"),
+    _attribute(INPUT_BATCH, "InputBatch.num_prompt_tokens_cpu_tensor", "input_batch", "InputBatch.__init__"),
+    _attribute(INPUT_BATCH, "InputBatch.block_table", "input_batch", "InputBatch.__init__"),
+    _function(BLOCK_TABLE, "MultiGroupBlockTable.__getitem__", "input_batch", "idx"),
+    _function(BLOCK_TABLE, "BlockTable.get_device_tensor", "input_batch", "num_reqs"),
+    _attribute(RUNNER, "GPUModelRunner.query_start_loc", "input_batch", "GPUModelRunner.__init__"),
+    _attribute("vllm.v1.utils", "CpuGpuBuffer.np", "input_batch", "CpuGpuBuffer.__init__"),
+    _attribute(RUNNER, "GPUModelRunner.requests", "input_batch", "GPUModelRunner.__init__"),
+    _attribute(INPUT_BATCH, "CachedRequestState.block_ids", "input_batch", "CachedRequestState"),
+    # attention_metadata: the dataclass's fields, built by keyword and replaced.
+    *(
+        _attribute(BACKEND, f"CommonAttentionMetadata.{name}", "attention_metadata", "CommonAttentionMetadata")
+        for name in COMMON_METADATA_FIELDS
     ),
     # attention_group
     _function(
@@ -162,10 +217,18 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
         "common_attn_metadata",
         "ubatch_idx",
     ),
+    _function(
+        "vllm.v1.worker.utils",
+        "AttentionGroup.build_metadata_for_cudagraph_capture",
+        "attention_group",
+        "common_attn_metadata",
+        "ubatch_idx",
+    ),
     _attribute("vllm.v1.worker.utils", "AttentionGroup.kernel_block_size", "attention_group", "AttentionGroup"),
     _function("vllm.v1.worker.utils", "AttentionGroup.get_metadata_builder", "attention_group"),
     # gpu_worker_hooks
     _function("vllm.v1.worker.gpu_worker", "Worker._make_model_runner", "gpu_worker_hooks"),
+    _attribute("vllm.v1.worker.gpu_worker", "Worker.use_v2_model_runner", "gpu_worker_hooks", "Worker.__init__"),
     # cpu_worker_runner: the name CPUWorker.init_device builds its runner by.
     _attribute("vllm.v1.worker.cpu_worker", "CPUModelRunner", "cpu_worker_runner", "", cpu_only=True),
     _function("vllm.v1.worker.cpu_worker", "CPUWorker.init_device", "cpu_worker_runner", cpu_only=True),
@@ -185,6 +248,7 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
         MANAGERS, "SingleTypeKVCacheManager.block_size", "kv_cache_managers", "SingleTypeKVCacheManager.__init__"
     ),
     _defined(MANAGERS, "FullAttentionManager", "kv_cache_managers"),
+    _function("vllm.v1.core.block_pool", "BlockPool.get_num_free_blocks", "kv_cache_managers"),
     _function(
         "vllm.v1.kv_cache_spec_registry", "KVCacheSpecRegistry._ensure_registered", "kv_cache_managers", "vllm_config"
     ),
@@ -228,12 +292,65 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
         cpu_only=True,
     ),
     _attribute("vllm.v1.worker.gpu_input_batch", "InputBatch.generators", "cpu_sampling", "InputBatch.__init__"),
-    # attention_layer
+    # attention_layer: the layer's own attributes, and its backend implementation's.
+    _attribute(ATTENTION, "_k_scale_float", "attention_layer", "set_default_quant_scales"),
+    *(
+        _attribute(ATTENTION, f"Attention.{name}", "attention_layer", "Attention.__init__")
+        for name in (
+            "layer_name",
+            "num_heads",
+            "num_kv_heads",
+            "head_size",
+            "kv_cache_dtype",
+            "attn_backend",
+            "impl",
+            "kv_cache",
+        )
+    ),
+    *(
+        point
+        for module, impl, cpu_only in ATTENTION_IMPLS
+        for point in (
+            _attribute(module, f"{impl}.scale", "attention_layer", f"{impl}.__init__", cpu_only=cpu_only),
+            _function(
+                module,
+                f"{impl}.do_kv_cache_update",
+                "attention_layer",
+                "layer",
+                "key",
+                "value",
+                "kv_cache",
+                "slot_mapping",
+                cpu_only=cpu_only,
+            ),
+        )
+    ),
+    # decoder_model: the Llama-family shape the layer loop runs.
+    *(
+        point
+        for module, prefix in ((LLAMA, "Llama"), (QWEN2, "Qwen2"))
+        for point in (
+            _attribute(module, f"{prefix}Model.layers", "decoder_model", f"{prefix}Model.__init__"),
+            _attribute(module, f"{prefix}Model.norm", "decoder_model", f"{prefix}Model.__init__"),
+            _function(module, f"{prefix}Model.embed_input_ids", "decoder_model", "input_ids"),
+        )
+    ),
+    *(
+        point
+        for module, prefix in ((LLAMA, "Llama"), (QWEN2, "Qwen2"), (QWEN3, "Qwen3"))
+        for point in (
+            _attribute(module, f"{prefix}ForCausalLM.model", "decoder_model", f"{prefix}ForCausalLM.__init__"),
+            _function(
+                module, f"{prefix}DecoderLayer.forward", "decoder_model", "positions", "hidden_states", "residual"
+            ),
+        )
+    ),
+    # stat_logger
     _attribute(
-        "vllm.model_executor.layers.attention.attention",
-        "_k_scale_float",
-        "attention_layer",
-        "set_default_quant_scales",
+        "vllm.v1.metrics.loggers",
+        "PrometheusStatLogger.per_engine_labelvalues",
+        "stat_logger",
+        "PrometheusStatLogger.__init__",
     ),
     # attention_workspace
     _function(

@@ -150,7 +150,7 @@ def targets(records: Sequence[dict[str, Any]]) -> str:
         for name, mine in configs.items():
             config = parse(name)
             pair = tables.paired(mine, full)
-            if config.method.adaptive and not config.two_pass and config.budget == budget and pair:
+            if config.pruner_class.adaptive and not config.two_pass and config.budget == budget and pair:
                 compared.append((pair[0].mean, name, pair))
         if not compared:
             lines.append(f"- ASL at B={budget}: not measured")

@@ -18,9 +18,8 @@ from typing import Any
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+from asl_vllm.report_key import REPORT_KEY  # noqa: E402
 from benchmarks.common.configs import Config, group_by_engine, request_args  # noqa: E402
-
-REPORT_KEY = "kv_pruner"
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,17 @@ def run_all(
     done: set[tuple[str, str]],
     on_done: Done,
     on_refused: Refused,
+    scheduler: dict[str, Any] | None = None,
 ) -> None:
-    """Every request through every config, skipping (config name, request key) pairs in `done`."""
+    """Every request through every config, skipping (config name, request key) pairs in `done`.
+
+    `scheduler`: engine settings every engine gets (e.g. `max_num_batched_tokens`)."""
     for engine, group in group_by_engine(configs):
         runnable = list(group)
+        engine = {**engine, **(scheduler or {})}
+        if any(config.two_pass or config.pruner_class.two_pass for config in runnable):
+            # A two-pass pruner prunes only a prompt its step holds whole (asl_vllm.engine.prefill_plan.runs_whole).
+            engine = {**engine, "max_num_batched_tokens": max_model_len}
         pending = [(c, r) for r in requests for c in runnable if (c.name, r.key) not in done]
         if not pending:
             continue

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from asl_vllm.policies.registry import with_capability
+from asl_vllm.pruners.registry import with_capability
 from benchmarks.accuracy import tables
 from benchmarks.accuracy.cells import interleave, task_prompts
 from benchmarks.accuracy.offline_runner import Request
@@ -154,7 +154,7 @@ def targets(records: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
     for task in (t for t in tasks if t.startswith(("niah_multikey", "niah_multivalue"))):
         in_task = [r for r in records if r["task"] == task]
         for name, config in configs.items():
-            if not config.method.adaptive or config.two_pass:
+            if not config.pruner_class.adaptive or config.two_pass:
                 continue
             mine = [r for r in in_task if r["config"] == name]
             for peer_name, peer in configs.items():

@@ -41,6 +41,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the results already in --out for the same settings and run only what is missing",
     )
     parser.add_argument("--per-cell", type=int, default=None, help="prompts per cell (default: the preset's)")
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="tokens per engine step for every engine (default: vLLM's); a longer prompt is chunked and pruned in its "
+        "last chunk; engines of two-pass pruners get --max-model-len, since they prune only prompts a step holds whole",
+    )
 
 
 def plan_work(configs: list[Config], items: list[Item]) -> list[Work]:
@@ -114,5 +121,6 @@ def execute(
         results.unavailable(config.name, reason)
 
     max_len = max(len(i.request.token_ids) + i.request.max_tokens for i in items) + CONTEXT_MARGIN
-    run_all(model, configs, [item.request for item in items], max_len, results.done(), done, refused)
+    scheduler = {} if args.max_num_batched_tokens is None else {"max_num_batched_tokens": args.max_num_batched_tokens}
+    run_all(model, configs, [item.request for item in items], max_len, results.done(), done, refused, scheduler)
     return results.finish()

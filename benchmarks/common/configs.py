@@ -20,8 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from asl_vllm.policies import Pruner
-from asl_vllm.policies.registry import REGISTRY
+from asl_vllm.pruners import Pruner
+from asl_vllm.pruners.registry import REGISTRY
 
 # `<pruner>-2pass`: a pruner with --asl-two-pass, run with it.
 TWO_PASS_SUFFIX = "-2pass"
@@ -68,25 +68,25 @@ class Config:
             raise ValueError("layers applies only with a budget (B=...)")
         if self.engine_budget and self.budget is None:
             raise ValueError("engine-budget applies only with a budget (B=...)")
-        if self.method.needs_budget and self.budget is None:
+        if self.pruner_class.needs_budget and self.budget is None:
             raise ValueError(f"{self.pruner} needs a budget (B=...)")
-        if not self.method.prunes and (self.budget, self.select_k, self.tau) != (None, None, None):
+        if not self.pruner_class.prunes and (self.budget, self.select_k, self.tau) != (None, None, None):
             raise ValueError(f"{self.pruner} takes no pruner settings")
         if self.tau is not None and self.pruner not in ADAPTIVE_PRUNERS:
             raise ValueError(f"tau applies only to {' and '.join(ADAPTIVE_PRUNERS)}")
-        if self.eager and self.method.prunes:
+        if self.eager and self.pruner_class.prunes:
             raise ValueError("eager is an extra baseline row: only none,eager")
-        if self.vllm_default and (self.method.prunes or self.eager):
+        if self.vllm_default and (self.pruner_class.prunes or self.eager):
             raise ValueError("vllm-default is an extra baseline row: only none,vllm-default")
 
     @property
-    def method(self) -> type[Pruner]:
+    def pruner_class(self) -> type[Pruner]:
         """The registry's class of this config's pruner (its two-pass variant included)."""
         return REGISTRY[self.pruner.removesuffix(TWO_PASS_SUFFIX)]
 
     @property
     def two_pass(self) -> bool:
-        return self.pruner.endswith(TWO_PASS_SUFFIX) or self.method.two_pass
+        return self.pruner.endswith(TWO_PASS_SUFFIX) or self.pruner_class.two_pass
 
     @property
     def name(self) -> str:
@@ -143,12 +143,12 @@ def engine_settings(
     `scheduler`: settings every engine gets (common/scheduler.py) except `none,vllm-default`'s.
     """
     shared = {} if config.vllm_default or scheduler is None else scheduler
-    if not config.method.prunes and (baseline_alone or config.eager or config.vllm_default):
+    if not config.pruner_class.prunes and (baseline_alone or config.eager or config.vllm_default):
         return {"enforce_eager": True, **shared} if config.eager else dict(shared)
-    if config.method.two_pass:
-        engine: dict[str, Any] = {"kv_pruner": config.method.name}
+    if config.pruner_class.two_pass:
+        engine: dict[str, Any] = {"kv_pruner": config.pruner_class.name}
     elif config.two_pass:
-        engine = {"kv_pruner": config.method.name, "asl_two_pass": True}
+        engine = {"kv_pruner": config.pruner_class.name, "asl_two_pass": True}
     else:
         engine = {"kv_pruner": SHARED_ENGINE_PRUNER}
     budget = {"kv_budget": config.budget} if config.engine_budget else {}

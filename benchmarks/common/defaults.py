@@ -3,7 +3,9 @@
 Each entry names a plugin setting whose default changed and the commit that changed it. A
 results file depends on the setting when one of its configurations runs on that default: its
 spec leaves the setting's key out (a budgeted `asl,B=1024` without `layers=`), or it is not a
-spec at all (a server of the pressure benchmark, started on the plugin's defaults). A file
+spec at all (a server of the pressure benchmark, started on the plugin's defaults). A setting
+no spec can pin (an engine setting such as the scheduler's token budget) affects every
+configuration that prunes. A file
 that depends on a change and was measured at a commit dated before it, or records no commit,
 is stale: `python -m benchmarks.report` shows why instead of its tables. Add an entry in the
 commit that changes a default.
@@ -22,8 +24,9 @@ from benchmarks.common.configs import parse
 @dataclass(frozen=True)
 class DefaultChange:
     flag: str
-    # The Config field that pins the setting in a spec, and whether the setting applies only with a budget.
-    field: str
+    # The Config field that pins the setting in a spec (None: no spec pins it), and whether the setting applies
+    # only with a budget.
+    field: str | None
     with_budget: bool
     commit: str
     date: str
@@ -33,6 +36,15 @@ class DefaultChange:
 DEFAULT_CHANGES = (
     DefaultChange(
         "--kv-budget-layers", "layers", True, "c7c419e", "2026-11-30T07:17:48+00:00", "per-layer became shared"
+    ),
+    DefaultChange(
+        "--max-num-batched-tokens",
+        None,
+        False,
+        "a1ab16a",
+        "2026-12-03T10:32:38+00:00",
+        "a pruning engine keeps vLLM's token budget instead of max-model-len + 256, so a prompt longer than a step "
+        "is chunked and pruned in its last chunk",
     ),
 )
 
@@ -50,8 +62,8 @@ def runs_on_default(names: Iterable[str], change: DefaultChange) -> bool:
             config = parse(name)
         except ValueError:  # not a spec: an engine started on the plugin's defaults
             return True
-        if config.method.prunes and (config.budget is not None or not change.with_budget):
-            if getattr(config, change.field) is None:
+        if config.pruner_class.prunes and (config.budget is not None or not change.with_budget):
+            if change.field is None or getattr(config, change.field) is None:
                 return True
     return False
 

@@ -48,10 +48,10 @@ def decode_step_seconds(length: int) -> float:
 
 def prefill_fraction(config: Config, length: int) -> float:
     """A config's prefill time as a fraction of the unpruned one (an upper estimate)."""
-    if not config.method.prunes:
+    if not config.pruner_class.prunes:
         return 1.0
     kept = min(1.0, (config.select_k or DEFAULT_SELECT_K) / length)
-    reference_layer = config.method.reference_fixed_layer
+    reference_layer = config.pruner_class.reference_fixed_layer
     if reference_layer is not None:
         # The plugin's default layer on 30 layers; a re-run costs select-k tokens in every layer.
         full = (round(reference_layer * NUM_LAYERS / REFERENCE_NUM_LAYERS) + 1) / NUM_LAYERS

@@ -11,7 +11,8 @@ over the repeats (after one warm-up request per configuration and prompt kind)
 with the range beside it, and ratios are taken between medians of the same run.
 
 - TTFT: wall time until the request's first token, however many engine steps
-  vLLM takes (it may chunk a long prefill; a pruned prompt runs in one step).
+  the prefill takes (a prompt longer than --max-num-batched-tokens is chunked,
+  pruned or not; a pruned one is pruned in the step of its last chunk).
 - TPOT: median wall time of the request's decode steps.
 - KV: the request's KV bytes held once its first token is out (every chunk of
   its prefill has run), read from the scheduler's block pool (bytes, since
@@ -156,7 +157,7 @@ def compute_bound(llm: Any, xargs: dict[str, Any], selection_layer: int | None, 
     layers = llm.llm_engine.vllm_config.model_config.hf_config.num_hidden_layers
     pruner = request_config(server, xargs or None).resolve(layers)
     kept = kept_tokens(num_tokens, pruner.select_k, block_size(llm))
-    if pruner.two_pass or pruner.method.two_pass:
+    if pruner.two_pass or pruner.pruner_class.two_pass:
         return (selection_layer + 1 + layers * kept / num_tokens) / layers
     last_full = selection_layer
     if pruner.kv_budget is None:

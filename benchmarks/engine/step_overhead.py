@@ -14,10 +14,12 @@ request has one token scheduled, as in a decode step.
   second ratio, against the rest (the host's share on CUDA), is the one to read.
 - plugin: what the plugin does on such a step, in the order the engine does
   it: `step_scheduled` (the step's plans, before `_update_states`),
-  `KVOffsets.refresh` (after it), `shift_positions` and `_plan_steps` (after
-  `_prepare_inputs`), and one `KVOffsets.shift` per group
-  (each metadata build), with `always_shift` as an engine with CUDA graphs runs
-  it (an eager engine with no pruned request skips the shifts).
+  `KVOffsets.refresh` (after it), `inputs_prepared` (after `_prepare_inputs`:
+  the position shifts, `KVOffsets.prepare_step` and the step planning), and one
+  `KVOffsets.shift` per group (each metadata build), with `always_shift` as an
+  engine with FULL CUDA graphs runs it. On the CPU, where vLLM's device block
+  table is its host table, the in-place shifts of "all pruned" compound from
+  step to step: only their time is meant.
 
 Two batch states: no pruned request, and every request pruned (each group its
 own offset, two-pass position offsets). "moved" rewrites the per-row table every
@@ -214,8 +216,7 @@ def measure(
                 order.reverse()
             runner.step_scheduled(output)
             offsets.refresh(order[0])
-            offsets.shift_positions(positions, rows_of_tokens)
-            runner._plan_steps()
+            runner.inputs_prepared(positions, rows_of_tokens, runner.seq_lens, runner.optimistic_seq_lens_cpu)
             for group in range(num_groups):
                 offsets.shift(group, commons[group])
 

@@ -271,7 +271,7 @@ def _capacity(server: Server, make: PromptMaker, args: Any, xargs: dict[str, Any
 
 def render(document: dict[str, Any], link: str = "") -> str:
     records, settings = document["records"], document["settings"]
-    pruned = next((c for c in document["plan"]["configs"] if parse(c).method.adaptive), None)
+    pruned = next((c for c in document["plan"]["configs"] if parse(c).pruner_class.adaptive), None)
     lines = [
         f"Median over {settings['repeats']} waves after a warm-up request per config (range in brackets), servers "
         "and configs taking turns wave by wave on the same prompts; "

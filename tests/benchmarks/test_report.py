@@ -120,15 +120,16 @@ def test_report_section_names_command_machine_and_a_partial_run(tmp_path):
     assert "| none | 100 [84, 100] (n=20) |" in section
 
 
-def test_report_does_not_show_a_results_file_older_than_a_default_it_depends_on(tmp_path):
+def test_report_marks_a_results_file_older_than_a_default_it_depends_on(tmp_path):
     document = needle_document()
     document["plan"]["configs"].append("asl,B=1024,k=2048,tau=0.3")  # runs on --kv-budget-layers's default
     document |= {"commit": "0" * 40, "commit_date": "2026-11-01T00:00:00+00:00"}
     section = report.render({"niah": document}, "python -m benchmarks.report --full", tmp_path)
-    assert "`python -m benchmarks.accuracy.niah --full`: STALE, not shown: measured at commit 0000000" in section
-    assert "--kv-budget-layers's default changed" in section and "| none |" not in section
+    assert "**STALE** `python -m benchmarks.accuracy.niah --full`: measured at commit 0000000" in section
+    assert "--kv-budget-layers's default changed" in section and "| none |" in section
     document["commit_date"] = "2026-12-05T00:00:00+00:00"
     section = report.render({"niah": document}, "python -m benchmarks.report --full", tmp_path)
+    assert "STALE" not in section
     assert "`python -m benchmarks.accuracy.niah --full` at commit 0000000: 10 min 00 s" in section
 
 

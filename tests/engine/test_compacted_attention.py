@@ -16,7 +16,7 @@ from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl, _get_at
 
 from asl_vllm.budget import tail_offset
 from asl_vllm.engine.attention_layout import RequestView, StepTables, build_common_metadata
-from asl_vllm.engine.compaction import gather_per_head, write_tokens
+from asl_vllm.engine.kept_kv_writes import gather_per_head, write_tokens
 
 HEAD_SIZE = 64
 DTYPE = torch.float32

@@ -23,7 +23,7 @@ def test_report_of_a_pruned_request():
     report = decision.report()
     assert report == {
         "pruner": "asl",
-        "method": "asl",
+        "two_pass": False,
         "pruned": True,
         "selection_layer": 17,
         "prompt_tokens": 2500,
@@ -44,7 +44,7 @@ def test_report_of_a_request_the_pruner_did_not_score():
     report = PruneDecision(req_id="r2", pruner="none", num_prompt_tokens=40).report()
     assert report == {
         "pruner": "none",
-        "method": "none",
+        "two_pass": False,
         "pruned": False,
         "selection_layer": None,
         "prompt_tokens": 40,
@@ -75,7 +75,7 @@ def test_two_pass_method_and_group_offsets():
         layer_offsets=[0, 0, 2944, 2944, 2944, 2944],
         layer_groups=[0, 0, 1, 1, 2, 2],
     )
-    assert decision.report()["method"] == "asl-two-pass"
+    assert decision.report()["pruner"] == "asl" and decision.report()["two_pass"] is True
     assert decision.group_offsets == [0, 2944, 2944]
 
 

@@ -11,7 +11,7 @@ from vllm.config import KVTransferConfig
 from vllm.distributed.kv_transfer.kv_connector.v1.example_connector import ExampleConnector
 
 from asl_vllm.budget import tail_offset
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from tests.engine.helpers import add_request, block_size, blocks_held, free_blocks, greedy, haystack_tokens
 
 pytestmark = pytest.mark.slow

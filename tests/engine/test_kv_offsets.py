@@ -2,11 +2,15 @@
 
 vLLM rebuilds the persistent batch every step (rows are added, condensed and
 swapped), so the per-row table must follow the rows; a step with nothing to
-change must write nothing, and a shift must keep vLLM's `max_seq_len`.
+change must write nothing, and a shift must keep vLLM's `max_seq_len`. A step
+here is what the runner does: `refresh` after vLLM updated the batch,
+`prepare_step` after it prepared the inputs (vLLM has just rewritten each
+group's device block table from its host copy), then one `shift` per group.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -37,6 +41,17 @@ def _common(seq_lens: list[int], table: torch.Tensor, max_seq_len: int | None = 
     )
 
 
+def _lengths(seq_lens: list[int]) -> torch.Tensor:
+    """vLLM's persistent `seq_lens`: every row of the batch, zero past the step's rows."""
+    lengths = torch.zeros(MAX_REQS, dtype=torch.int32)
+    lengths[: len(seq_lens)] = torch.tensor(seq_lens, dtype=torch.int32)
+    return lengths
+
+
+def _rows_of(tables: list[torch.Tensor], num_reqs: int, group: int) -> torch.Tensor:
+    return tables[group][:num_reqs]
+
+
 def _offsets(num_groups: int, always_shift: bool = False) -> KVOffsets:
     return KVOffsets(num_groups, BLOCK, MAX_REQS, torch.device("cpu"), always_shift)
 
@@ -62,7 +77,7 @@ def test_capture_keeps_vllms_max_seq_len():
     table = torch.arange(MAX_REQS * WIDTH, dtype=torch.int32).view(MAX_REQS, WIDTH)
     capture = _common([1] * 4, table, max_seq_len=MAX_MODEL_LEN)
     for group in range(2):
-        assert offsets.shift(group, capture).max_seq_len == MAX_MODEL_LEN
+        assert offsets.shift(group, capture, capture=True).max_seq_len == MAX_MODEL_LEN
 
 
 def test_a_pruned_step_keeps_vllms_max_seq_len():
@@ -82,6 +97,9 @@ def test_shift_follows_moving_rows(num_groups: int, always_shift: bool):
     offsets = _offsets(num_groups, always_shift)
     pruned: dict[str, PrunedKV] = {}
     names = [f"r{index}" for index in range(12)]
+    dummy = torch.zeros(MAX_REQS, WIDTH, dtype=torch.int32)
+    capture = _common([1] * MAX_REQS, dummy, MAX_MODEL_LEN)
+    captured = [offsets.shift(group, capture, capture=True).seq_lens for group in range(num_groups)]
     for step in range(30):
         if generator.random() < 0.3:
             leaving = generator.sample(sorted(pruned), k=min(len(pruned), generator.randint(0, 2)))
@@ -99,15 +117,22 @@ def test_shift_follows_moving_rows(num_groups: int, always_shift: bool):
         offsets.refresh(rows)
 
         seq_lens = [generator.randint(5 * BLOCK, WIDTH * BLOCK) for _ in rows]
-        table = torch.randint(1, 1000, (MAX_REQS, WIDTH), dtype=torch.int32)
+        # vLLM's device block tables, one per group, as it rewrites them at the start of the step.
+        host_tables = [torch.randint(1, 1000, (MAX_REQS, WIDTH), dtype=torch.int32) for _ in range(num_groups)]
+        tables = [table.clone() for table in host_tables]
+        offsets.prepare_step(
+            _lengths(seq_lens), _lengths(seq_lens), functools.partial(_rows_of, tables, len(rows)), len(rows)
+        )
         for group in range(num_groups):
-            shifted = offsets.shift(group, _common(seq_lens, table))
-            expected_table, expected_lengths = _reference(table, seq_lens, rows, pruned, group)
+            shifted = offsets.shift(group, _common(seq_lens, tables[group]))
+            expected_table, expected_lengths = _reference(host_tables[group], seq_lens, rows, pruned, group)
             # Columns past cdiv(max_seq_len, block size) are read by no backend.
             used = -(-max(seq_lens) // BLOCK)
             assert torch.equal(shifted.block_table_tensor[:, :used], expected_table[:, :used]), (step, group)
             assert shifted.seq_lens.tolist() == expected_lengths, (step, group)
             assert shifted.seq_lens_cpu_upper_bound.tolist() == expected_lengths, (step, group)
+            if always_shift:  # a graph reads vLLM's table (checked above) and the length buffer capture was given
+                assert captured[group][: len(rows)].tolist() == expected_lengths, (step, group)
             assert shifted.max_seq_len == max(seq_lens)
 
         positions = torch.tensor([100 + row for row in range(len(rows))], dtype=torch.int64)
@@ -146,26 +171,45 @@ def test_a_step_with_no_pruned_request_writes_and_launches_nothing():
 
 
 def test_graphs_read_the_same_buffers_whether_or_not_a_row_is_pruned():
-    # FULL CUDA graphs replay kernels on the tensors the capture's metadata held.
+    # FULL CUDA graphs replay kernels on the tensors the capture's metadata held: vLLM's own per-group block
+    # tables, and each group's length buffer.
     offsets = _offsets(num_groups=2, always_shift=True)
-    table = torch.arange(MAX_REQS * WIDTH, dtype=torch.int32).view(MAX_REQS, WIDTH)
-    capture = [offsets.shift(group, _common([1] * MAX_REQS, table, MAX_MODEL_LEN)) for group in range(2)]
+    host = torch.arange(MAX_REQS * WIDTH, dtype=torch.int32).view(MAX_REQS, WIDTH)
+    tables = [host.clone() for _ in range(2)]
+    capture = [offsets.shift(group, _common([1] * MAX_REQS, tables[group], MAX_MODEL_LEN), True) for group in range(2)]
+
+    def step() -> list[CommonAttentionMetadata]:
+        for table in tables:
+            table.copy_(host)  # vLLM's commit_block_table
+        offsets.prepare_step(_lengths([40, 50]), _lengths([40, 50]), lambda group: tables[group][:2], 2)
+        built = [offsets.shift(group, _common([40, 50], tables[group])) for group in range(2)]
+        # A graph reads the capture's tensors: the same storage, holding what this step's metadata holds.
+        for group in range(2):
+            assert built[group].block_table_tensor.data_ptr() == capture[group].block_table_tensor.data_ptr()
+            assert capture[group].seq_lens[:2].tolist() == built[group].seq_lens.tolist()
+        return built
 
     offsets.refresh(["a", "b"])
-    unpruned = [offsets.shift(group, _common([40, 50], table)) for group in range(2)]
+    unpruned = step()
+    assert [common.seq_lens.tolist() for common in unpruned] == [[40, 50], [40, 50]]
     offsets.add("b", PrunedKV((BLOCK, 2 * BLOCK)))
     offsets.refresh(["a", "b"])
-    pruned = [offsets.shift(group, _common([40, 50], table)) for group in range(2)]
-    for group in range(2):
-        for step in (unpruned[group], pruned[group]):
-            assert step.block_table_tensor.data_ptr() == capture[group].block_table_tensor.data_ptr()
-            assert step.seq_lens.data_ptr() == capture[group].seq_lens.data_ptr()
-        assert unpruned[group].seq_lens.tolist() != [0, 0]
+    pruned = step()
     assert pruned[0].seq_lens.tolist() == [40, 50 - BLOCK]
     assert pruned[1].seq_lens.tolist() == [40, 50 - 2 * BLOCK]
-    assert pruned[1].block_table_tensor[1, :4].tolist() == table[1, 2:6].tolist()
-    capture_table = offsets.shift(1, _common([1] * MAX_REQS, table, MAX_MODEL_LEN)).block_table_tensor
-    assert capture_table[1].tolist() == [*table[1, 2:].tolist(), table[1, -1].item(), table[1, -1].item()]
+    assert pruned[1].block_table_tensor[1, :4].tolist() == host[1, 2:6].tolist()
+    assert pruned[0].block_table_tensor[0].tolist() == host[0].tolist(), "an unpruned row stays as vLLM wrote it"
+
+
+def test_a_graph_step_with_no_pruned_request_shifts_no_table():
+    offsets = _offsets(num_groups=3, always_shift=True)
+    host = torch.arange(MAX_REQS * WIDTH, dtype=torch.int32).view(MAX_REQS, WIDTH)
+    table = host.clone()
+    offsets.refresh(["a", "b"])
+    offsets.prepare_step(_lengths([40, 50]), _lengths([40, 50]), lambda group: pytest.fail("no table is read"), 2)
+    common = _common([40, 50], table)
+    assert all(offsets.shift(group, common) is common for group in range(3))
+    assert torch.equal(table, host)
 
 
 def test_request_slots_are_reused_and_grow():

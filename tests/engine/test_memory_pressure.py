@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from vllm.inputs import TokensPrompt
 
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from tests.engine.helpers import free_blocks, greedy, haystack_tokens, run_requests, scheduler
 
 pytestmark = pytest.mark.slow

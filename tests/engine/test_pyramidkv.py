@@ -8,7 +8,7 @@ import pytest
 from vllm.inputs import TokensPrompt
 
 from asl_vllm.budget import tail_offset
-from asl_vllm.policies.pyramidkv import pyramid_keeps
+from asl_vllm.pruners.pyramidkv import pyramid_keeps
 from tests.engine import helpers
 
 pytestmark = pytest.mark.slow

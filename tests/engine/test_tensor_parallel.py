@@ -26,7 +26,7 @@ from vllm import LLM
 from vllm.inputs import TokensPrompt
 
 import asl_vllm
-from asl_vllm.engine.decisions import REPORT_KEY
+from asl_vllm.report_key import REPORT_KEY
 from tests.engine.helpers import external_id, free_blocks, greedy, haystack_tokens
 from tests.engine.random_llama import write_random_llama
 

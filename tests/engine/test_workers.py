@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from vllm.v1.worker import cpu_worker, gpu_worker
 
@@ -17,19 +15,24 @@ class _Recorded:
         self.args = (vllm_config, device)
 
 
+def _gpu_worker(v2: bool) -> PruningGPUWorker:
+    """A worker as vLLM's `Worker.__init__` leaves it, without a device."""
+    worker = object.__new__(PruningGPUWorker)
+    worker.use_v2_model_runner, worker.vllm_config, worker.device = v2, "config", "cuda:0"
+    return worker
+
+
 def test_gpu_worker_builds_the_pruning_runner(monkeypatch):
     # vLLM's Worker builds its runner once, through its factory; the pruning worker changes only that.
     assert PruningGPUWorker.init_device is gpu_worker.Worker.init_device
     monkeypatch.setattr(pruning_gpu_worker, "PruningGPUModelRunner", _Recorded)
-    worker = SimpleNamespace(use_v2_model_runner=False, vllm_config="config", device="cuda:0")
-    runner = PruningGPUWorker.build_model_runner(worker)
+    runner = PruningGPUWorker.build_model_runner(_gpu_worker(v2=False))
     assert isinstance(runner, _Recorded) and runner.args == ("config", "cuda:0")
 
 
 def test_gpu_worker_refuses_the_v2_runner():
-    worker = SimpleNamespace(use_v2_model_runner=True, vllm_config="config", device="cuda:0")
     with pytest.raises(RuntimeError, match="V1 model runner"):
-        PruningGPUWorker.build_model_runner(worker)
+        PruningGPUWorker.build_model_runner(_gpu_worker(v2=True))
 
 
 def _fake_cpu_init(seen):

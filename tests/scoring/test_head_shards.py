@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.policies import make_policy
+from asl_vllm.pruners import make_pruner
 from asl_vllm.scoring.head_shards import HeadShards
 from asl_vllm.scoring.reference import budget_select
 from asl_vllm.scoring.step_scores import StepScores
@@ -21,7 +21,7 @@ from asl_vllm.scoring.step_scores import StepScores
 NUM_HEADS, NUM_KV_HEADS, DIM, WINDOW = 8, 2, 16, 32
 COUNTS = (90, 50)
 # GemFilter ranks by a score of its own, computed from the q and k a rank's `StepScores` holds.
-GEMFILTER = make_policy(PrunerConfig(pruner="gemfilter").validate().resolve(30))
+GEMFILTER = make_pruner(PrunerConfig(pruner="gemfilter").validate().resolve(30))
 
 
 class RecordedGroup:

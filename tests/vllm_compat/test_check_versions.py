@@ -32,6 +32,7 @@ class Worker(Base):
 
     def __init__(self):
         self.pool = []
+        self.first, self.rest = make_parts()
 
     @staticmethod
     def command(args):
@@ -63,6 +64,7 @@ def _attribute(name: str, assigned_in: str) -> TouchPoint:
         _function("Worker.step", "request", "tokens", keywords=("eager",)),  # inherited from a base in the module
         _function("Worker.command", "args"),  # a static method has no self to skip
         _attribute("Worker.pool", "Worker.__init__"),
+        _attribute("Worker.rest", "Worker.__init__"),  # one element of a tuple assignment
         _attribute("Worker.size", "Worker"),
         _attribute("Base.ready", "Base.step"),
         _attribute("Runner", ""),

@@ -31,7 +31,7 @@ __all__ = ["BudgetRule", "LayerShared", "NoBudget", "PerLayer", "RequestLayer", 
 def budget_rule(plan: PrefillPlan, layer_groups: Sequence[int], block_size: int) -> BudgetRule:
     """The rule of `plan`'s budget; `layer_groups[l]`: the KV cache group of layer l."""
     config, num_tokens, num_layers = plan.config, plan.num_prompt_tokens, len(layer_groups)
-    group_keeps = config.method.group_keeps(config, num_tokens, block_size, max(layer_groups) + 1)
+    group_keeps = config.pruner_class.group_keeps(config, num_tokens, block_size, max(layer_groups) + 1)
     keeps = None if group_keeps is None else [group_keeps[group] for group in layer_groups]
     per_kv_head = config.budget_heads != "shared"
     budgeted = keeps is not None and keeps[0] < num_tokens

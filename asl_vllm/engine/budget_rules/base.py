@@ -23,7 +23,7 @@ from asl_vllm.engine.decoder_stack import DecoderStack
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.kv_layout import layer_layout
 from asl_vllm.scoring.step_scores import CachedKeys, LayerCache, StepScores
-from asl_vllm.vllm_compat.attention_layer import key_scale
+from asl_vllm.vllm_compat.attention_layer import key_scale, layer_cache
 
 if TYPE_CHECKING:
     from asl_vllm.engine.pruning_request import PruningRequest
@@ -70,7 +70,7 @@ class StepCache:
     def layer_cache(self, layer: int) -> LayerCache:
         """Layer `layer`'s cache as the scoring operation reads it."""
         attention = self.stack.attentions[layer]
-        return LayerCache(attention.kv_cache, layer_layout(attention), key_scale(attention))
+        return LayerCache(layer_cache(attention), layer_layout(attention), key_scale(attention))
 
     def held_keys(self, layer: int, request: PruningRequest) -> CachedKeys:
         """The keys `request` holds in layer `layer`'s cache: slots [kv_offset, N) of its block-table row."""
@@ -81,9 +81,10 @@ class StepCache:
     def compact_tail(self, layer: int, table_row: int, slots: torch.Tensor, num_tokens: int) -> None:
         """Move the tokens at `slots` (per KV head its own, ascending) of a `num_tokens` prompt to its tail."""
         attention = self.stack.attentions[layer]
-        slots = to_device(slots.to(torch.int32), attention.kv_cache.device)
+        cache = layer_cache(attention)
+        slots = to_device(slots.to(torch.int32), cache.device)
         row = self.tables[self.layer_groups[layer]].block_table[table_row]
-        dispatch.compact_tail(attention.kv_cache, None, row, slots, num_tokens, layer_layout(attention))
+        dispatch.compact_tail(cache, None, row, slots, num_tokens, layer_layout(attention))
 
 
 class BudgetRule:

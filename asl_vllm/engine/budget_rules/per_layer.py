@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from asl_vllm.engine.budget_rules.base import BudgetRule, RequestLayer, TailWrite
-from asl_vllm.engine.compaction import gather_per_head
+from asl_vllm.engine.kept_kv_writes import gather_per_head
 from asl_vllm.engine.shrinking import kept_past_scores
 from asl_vllm.scoring.reference import budget_select
 

@@ -16,6 +16,13 @@ def test_a_budgeted_spec_without_the_setting_runs_on_the_default():
     assert runs_on_default(["fixed B=1024"], LAYERS)  # a server on the plugin's defaults
 
 
+def test_a_setting_no_spec_pins_affects_every_pruning_config_only():
+    budget = DefaultChange("--max-num-batched-tokens", None, False, "abc1234", "2026-12-03T10:00:00+00:00", "kept")
+    assert runs_on_default(["none", "asl,k=2048"], budget)
+    assert runs_on_default(["fastkv,k=1024,layers=shared"], budget)
+    assert not runs_on_default(["none", "none,vllm-default", "none,eager"], budget)
+
+
 def test_stale_only_when_measured_before_the_change_and_depending_on_it():
     before, after = "2026-11-29T12:00:00+00:00", "2026-12-01T09:00:00+01:00"
     assert stale_reasons(document(["none", "asl,B=1024"], after), [LAYERS]) == []

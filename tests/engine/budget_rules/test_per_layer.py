@@ -8,7 +8,7 @@ import torch
 from asl_vllm.budget import kept_tokens
 from asl_vllm.engine.budget_rules import PerLayer
 from asl_vllm.engine.shrinking import kept_past_scores
-from asl_vllm.policies.pyramidkv import pyramid_keeps
+from asl_vllm.pruners.pyramidkv import pyramid_keeps
 from asl_vllm.scoring.reference import budget_select
 from tests.engine.budget_rules.requests import (
     BLOCK_SIZE,

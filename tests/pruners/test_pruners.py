@@ -1,4 +1,4 @@
-"""Selection policies: which layer selects, which score ranks, and which re-run."""
+"""Pruners: which layer selects, which score ranks, and which re-run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from asl_vllm.config import PrunerConfig
-from asl_vllm.policies import make_policy
-from asl_vllm.policies.asl import ASL
+from asl_vllm.pruners import make_pruner
+from asl_vllm.pruners.asl import ASL
 from asl_vllm.scoring import reference as ref
 from asl_vllm.scoring.step_scores import StepScores
 
@@ -21,36 +21,36 @@ def _scores(seed: int = 0, counts: tuple[int, ...] = (80,)) -> StepScores:
     return StepScores(query, keys, starts, counts, scale=0.25, window=32, pool_kernel=7)
 
 
-def _policy(**settings):
-    return make_policy(PrunerConfig(**settings).validate().resolve(30))
+def _pruner(**settings):
+    return make_pruner(PrunerConfig(**settings).validate().resolve(30))
 
 
 def test_gemfilter_selects_at_its_filter_layer_by_the_last_query_and_re_runs():
-    policy = _policy(pruner="gemfilter", fixed_layer=12)
+    pruner = _pruner(pruner="gemfilter", fixed_layer=12)
     scores = _scores()
-    assert policy.two_pass
-    assert [layer for layer in range(30) if policy.wants_scores(layer)] == [12]
-    assert type(policy).observe_all(11, [policy], scores, [0]) == [False]
-    assert type(policy).observe_all(12, [policy], scores, [0]) == [True]
-    torch.testing.assert_close(policy.token_scores(scores, 0), ref.gemfilter_scores(scores.query[-1], scores.keys, 32))
+    assert pruner.two_pass
+    assert [layer for layer in range(30) if pruner.wants_scores(layer)] == [12]
+    assert type(pruner).observe_all(11, [pruner], scores, [0]) == [False]
+    assert type(pruner).observe_all(12, [pruner], scores, [0]) == [True]
+    torch.testing.assert_close(pruner.token_scores(scores, 0), ref.gemfilter_scores(scores.query[-1], scores.keys, 32))
 
 
 def test_fastkv_selects_at_its_layer_by_the_window_score_and_propagates():
-    policy = _policy(pruner="fastkv", fixed_layer=14)
+    pruner = _pruner(pruner="fastkv", fixed_layer=14)
     scores = _scores()
-    assert not policy.two_pass
-    assert type(policy).observe_all(14, [policy], scores, [0]) == [True]
-    torch.testing.assert_close(policy.token_scores(scores, 0), scores.token_scores[0])
+    assert not pruner.two_pass
+    assert type(pruner).observe_all(14, [pruner], scores, [0]) == [True]
+    torch.testing.assert_close(pruner.token_scores(scores, 0), scores.token_scores[0])
 
 
 @pytest.mark.parametrize("two_pass", [False, True])
 def test_asl_two_pass_uses_the_adaptive_rule_unchanged(two_pass):
     """Same layer decision with and without the re-run: only what happens after selection differs."""
-    policy = _policy(pruner="asl", two_pass=two_pass, tau=1.0, select_k=40)
-    assert policy.two_pass == two_pass
-    observed = [layer for layer in range(30) if policy.wants_scores(layer)]
+    pruner = _pruner(pruner="asl", two_pass=two_pass, tau=1.0, select_k=40)
+    assert pruner.two_pass == two_pass
+    observed = [layer for layer in range(30) if pruner.wants_scores(layer)]
     assert observed[0] == 2  # min_layer 9 - obs_layers 8 + 1
-    chosen = next(layer for layer in observed if ASL.observe_all(layer, [policy], _scores(layer), [0])[0])
+    chosen = next(layer for layer in observed if ASL.observe_all(layer, [pruner], _scores(layer), [0])[0])
     assert chosen >= 10
 
 
@@ -58,17 +58,17 @@ def test_asl_batch_decides_each_request_as_it_would_alone():
     """Requests of different lengths and taus, observed together, pick the layers each picks alone."""
     settings = [{"tau": 1.0, "select_k": 40}, {"tau": 1.0, "select_k": 60}, {"tau": 0.98, "select_k": 36}]
     counts = (80, 120, 64)
-    together = [_policy(pruner="asl", **each) for each in settings]
-    alone = [_policy(pruner="asl", **each) for each in settings]
+    together = [_pruner(pruner="asl", **each) for each in settings]
+    alone = [_pruner(pruner="asl", **each) for each in settings]
     chosen_together: dict[int, int] = {}
     chosen_alone: dict[int, int] = {}
     for layer in range(2, 30):
         scores = _scores(layer, counts)
-        members = [index for index, policy in enumerate(together) if policy.wants_scores(layer)]
+        members = [index for index, pruner in enumerate(together) if pruner.wants_scores(layer)]
         picked = ASL.observe_all(layer, [together[index] for index in members], scores, members)
         chosen_together.update({index: layer for index, hit in zip(members, picked, strict=True) if hit})
-        for index, policy in enumerate(alone):
-            if policy.wants_scores(layer):
+        for index, pruner in enumerate(alone):
+            if pruner.wants_scores(layer):
                 # The same request scored on its own rows only.
                 single = StepScores(
                     scores.query[scores.starts[index] : scores.starts[index] + counts[index]],
@@ -79,13 +79,13 @@ def test_asl_batch_decides_each_request_as_it_would_alone():
                     window=32,
                     pool_kernel=7,
                 )
-                if ASL.observe_all(layer, [policy], single, [0])[0]:
+                if ASL.observe_all(layer, [pruner], single, [0])[0]:
                     chosen_alone[index] = layer
     assert chosen_together == chosen_alone
     assert len(chosen_together) == 3
 
 
 def test_snapkv_never_selects():
-    policy = _policy(pruner="snapkv", kv_budget=64)
-    assert not policy.two_pass
-    assert not any(policy.wants_scores(layer) for layer in range(30))
+    pruner = _pruner(pruner="snapkv", kv_budget=64)
+    assert not pruner.two_pass
+    assert not any(pruner.wants_scores(layer) for layer in range(30))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asl_vllm.policies.base import Pruner
+from asl_vllm.pruners.base import Pruner
 
 
 class SnapKV(Pruner):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from asl_vllm.policies.fastkv import FastKV
+from asl_vllm.pruners.fastkv import FastKV
 from asl_vllm.scoring.reference import gemfilter_scores
 from asl_vllm.scoring.step_scores import StepScores
 

@@ -6,7 +6,7 @@ import pytest
 
 from asl_vllm.budget import kept_tokens
 from asl_vllm.config import PrunerConfig
-from asl_vllm.policies.pyramidkv import BETA, PyramidKV, pyramid_keeps
+from asl_vllm.pruners.pyramidkv import BETA, PyramidKV, pyramid_keeps
 
 CASES = [
     (num_tokens, budget, block_size, groups)

@@ -48,9 +48,9 @@ from asl_vllm.device_upload import to_device
 from asl_vllm.engine.attention_layout import StepTables, build_common_metadata
 from asl_vllm.engine.budget_rules import RequestLayer, StepCache
 from asl_vllm.engine.capture import AttentionCapture
-from asl_vllm.engine.compaction import write_tokens
 from asl_vllm.engine.decisions import PruneDecision
 from asl_vllm.engine.decoder_stack import DecoderStack
+from asl_vllm.engine.kept_kv_writes import write_tokens
 from asl_vllm.engine.live_request import LiveRequest, RequestStep
 from asl_vllm.engine.pruning_request import PruningRequest
 from asl_vllm.scoring.head_shards import SINGLE_RANK, HeadShards
@@ -59,7 +59,7 @@ from asl_vllm.vllm_compat.eager_kernels import fused_kernels
 from asl_vllm.vllm_compat.forward_context import LayerContexts
 
 
-class PruningStep:
+class LayerLoop:
     def __init__(
         self,
         stack: DecoderStack,
@@ -241,10 +241,10 @@ class PruningStep:
         by_class: dict[type, list[int]] = defaultdict(list)
         for row, request in enumerate(requests):
             if request.wants_selection(layer_index):
-                by_class[type(request.policy)].append(row)
+                by_class[type(request.pruner)].append(row)
         last_layer = layer_index == self.stack.num_layers - 1
-        for policy_class, rows in by_class.items():
-            chosen = policy_class.observe_all(layer_index, [requests[row].policy for row in rows], scores, rows)
+        for pruner_type, rows in by_class.items():
+            chosen = pruner_type.observe_all(layer_index, [requests[row].pruner for row in rows], scores, rows)
             for row, selected in zip(rows, chosen, strict=True):
                 if selected:
                     requests[row].select(layer_index, scores, row, last_layer)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from asl_vllm.policies.base import Pruner
+from asl_vllm.pruners.base import Pruner
 from asl_vllm.scoring import dispatch
 from asl_vllm.scoring.reference import AdaptiveLayerRule
 from asl_vllm.scoring.step_scores import StepScores
@@ -50,27 +50,27 @@ class ASL(Pruner):
         return not self.decided and layer >= self.rule.first_observed_layer
 
     @classmethod
-    def observe_all(cls, layer: int, policies: Sequence[ASL], scores: StepScores, rows: Sequence[int]) -> list[bool]:
+    def observe_all(cls, layer: int, pruners: Sequence[ASL], scores: StepScores, rows: Sequence[int]) -> list[bool]:
         """One batched rank and rank-variance computation, and one read of the variances, for all requests."""
         lengths = [scores.lengths[row] for row in rows]
         ranks = dispatch.batch_ranks(scores.token_scores[list(rows)], lengths)
         deciding = [
-            index for index, policy in enumerate(policies) if policy.rule.push(layer, ranks[index, : lengths[index]])
+            index for index, pruner in enumerate(pruners) if pruner.rule.push(layer, ranks[index, : lengths[index]])
         ]
-        chosen = [False] * len(policies)
+        chosen = [False] * len(pruners)
         if not deciding:
             return chosen
         width = max(lengths[index] for index in deciding)
         history = torch.zeros(
-            len(deciding), policies[deciding[0]].rule.obs_layers, width, dtype=ranks.dtype, device=ranks.device
+            len(deciding), pruners[deciding[0]].rule.obs_layers, width, dtype=ranks.dtype, device=ranks.device
         )
         for slot, index in enumerate(deciding):
-            for depth, layer_ranks in enumerate(policies[index].rule.history):
+            for depth, layer_ranks in enumerate(pruners[index].rule.history):
                 history[slot, depth, : layer_ranks.shape[0]] = layer_ranks
         variances = dispatch.batch_rank_variance(
-            history, [lengths[index] for index in deciding], [policies[index].rule.top for index in deciding]
+            history, [lengths[index] for index in deciding], [pruners[index].rule.top for index in deciding]
         ).tolist()
         for index, variance in zip(deciding, variances, strict=True):
-            policy = policies[index]
-            chosen[index] = policy.decided = policy.rule.decide(layer, variance)
+            pruner = pruners[index]
+            chosen[index] = pruner.decided = pruner.rule.decide(layer, variance)
         return chosen

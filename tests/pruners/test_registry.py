@@ -10,8 +10,8 @@ import pytest
 
 from asl_vllm.cli_args import add_pruner_args
 from asl_vllm.config import PrunerConfig, PrunerConfigError
-from asl_vllm.policies import Pruner, make_policy
-from asl_vllm.policies.registry import PRUNERS, REGISTRY, with_capability
+from asl_vllm.pruners import Pruner, make_pruner
+from asl_vllm.pruners.registry import PRUNERS, REGISTRY, with_capability
 from asl_vllm.request_config import request_config
 from benchmarks.common import configs as bench
 
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_each_pruner_is_one_class_in_its_own_module():
     for name, cls in REGISTRY.items():
         assert issubclass(cls, Pruner) and cls.name == name
-        assert cls.__module__ == f"asl_vllm.policies.{name}"
-        assert (ROOT / "asl_vllm" / "policies" / f"{name}.py").is_file()
+        assert cls.__module__ == f"asl_vllm.pruners.{name}"
+        assert (ROOT / "asl_vllm" / "pruners" / f"{name}.py").is_file()
 
 
 def test_cli_choices_are_the_registry():
@@ -52,14 +52,14 @@ def test_capabilities_drive_the_messages():
         PrunerConfig(pruner="pyramidkv").validate()
 
 
-def test_every_pruning_method_makes_its_own_policy():
+def test_every_pruner_config_makes_an_instance_of_its_own_class():
     for name, cls in REGISTRY.items():
         config = PrunerConfig(pruner=name, kv_budget=64 if cls.prunes else None).resolve(30)
         if cls.prunes:
-            assert type(make_policy(config)) is cls
+            assert type(make_pruner(config)) is cls
         else:
-            with pytest.raises(ValueError, match="no selection policy"):
-                make_policy(config)
+            with pytest.raises(ValueError, match="no pruner class for pruner"):
+                make_pruner(config)
 
 
 def test_benchmark_pruner_lists_come_from_the_registry():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from asl_vllm.policies.base import Pruner
+from asl_vllm.pruners.base import Pruner
 from asl_vllm.scoring.step_scores import StepScores
 
 if TYPE_CHECKING:
@@ -27,5 +27,5 @@ class FastKV(Pruner):
         return layer == self.layer
 
     @classmethod
-    def observe_all(cls, layer: int, policies: Sequence[FastKV], scores: StepScores, rows: Sequence[int]) -> list[bool]:
-        return [layer == policy.layer for policy in policies]
+    def observe_all(cls, layer: int, pruners: Sequence[FastKV], scores: StepScores, rows: Sequence[int]) -> list[bool]:
+        return [layer == pruner.layer for pruner in pruners]

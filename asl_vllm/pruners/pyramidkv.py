@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from asl_vllm.budget import kept_tokens
-from asl_vllm.policies.snapkv import SnapKV
+from asl_vllm.pruners.snapkv import SnapKV
 
 if TYPE_CHECKING:
     from asl_vllm.settings import PrunerSettings

@@ -1,16 +1,16 @@
-"""Every pruning method, by name: the one list the CLI, configs, requests, engine and benchmarks read."""
+"""Every pruner, by name: the one list the CLI, configs, requests, engine and benchmarks read."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from asl_vllm.policies.asl import ASL
-from asl_vllm.policies.base import Pruner
-from asl_vllm.policies.fastkv import FastKV
-from asl_vllm.policies.gemfilter import GemFilter
-from asl_vllm.policies.none import NoPruner
-from asl_vllm.policies.pyramidkv import PyramidKV
-from asl_vllm.policies.snapkv import SnapKV
+from asl_vllm.pruners.asl import ASL
+from asl_vllm.pruners.base import Pruner
+from asl_vllm.pruners.fastkv import FastKV
+from asl_vllm.pruners.gemfilter import GemFilter
+from asl_vllm.pruners.none import NoPruner
+from asl_vllm.pruners.pyramidkv import PyramidKV
+from asl_vllm.pruners.snapkv import SnapKV
 
 if TYPE_CHECKING:
     from asl_vllm.settings import PrunerSettings
@@ -21,7 +21,7 @@ PRUNERS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def pruner_class(name: str) -> type[Pruner]:
-    """The method called `name`; KeyError for an unknown one (config validation names the choices)."""
+    """The pruner class called `name`; KeyError for an unknown one (config validation names the choices)."""
     return REGISTRY[name]
 
 
@@ -36,9 +36,9 @@ def has_capability(name: str, capability: str) -> bool | None:
     return None if cls is None else bool(getattr(cls, capability))
 
 
-def make_policy(config: PrunerSettings) -> Pruner:
+def make_pruner(config: PrunerSettings) -> Pruner:
     """The selection rule of one pruning prefill under a resolved config."""
     cls = pruner_class(config.pruner)
     if not cls.prunes:
-        raise ValueError(f"no selection policy for pruner {config.pruner!r}")
+        raise ValueError(f"no pruner class for pruner {config.pruner!r}")
     return cls(config)

@@ -1,9 +1,9 @@
-"""The pruner interface: one subclass per method, in `asl_vllm/policies/<name>.py`.
+"""The pruner interface: one subclass per pruner, in `asl_vllm/pruners/<name>.py`.
 
 A subclass declares what the rest of the plugin needs to know about its method
 (its name, which settings apply, its budget rule), so the CLI, the config and
 per-request checks, the engine and the benchmarks read the registry
-(`asl_vllm.policies.registry`) instead of comparing names. An instance is the
+(`asl_vllm.pruners.registry`) instead of comparing names. An instance is the
 method's selection rule for one pruning prefill: layer by layer it decides
 whether this is the selection layer, and by what score. The base class never
 selects (the rule of a re-run's second pass).
@@ -53,10 +53,10 @@ class Pruner:
         return False
 
     @classmethod
-    def observe_all(cls, layer: int, policies: Sequence[Pruner], scores: StepScores, rows: Sequence[int]) -> list[bool]:
-        """Feed `layer`'s scores to several requests' policies of this class at once (policy i reads
+    def observe_all(cls, layer: int, pruners: Sequence[Pruner], scores: StepScores, rows: Sequence[int]) -> list[bool]:
+        """Feed `layer`'s scores to several requests' pruners of this class at once (pruner i reads
         row rows[i] of `scores`); True for each whose selection layer this is."""
-        return [False] * len(policies)
+        return [False] * len(pruners)
 
     def token_scores(self, scores: StepScores, row: int) -> torch.Tensor:
         """[M]: what the past tokens of row `row` are ranked by at the selection layer (top ones kept)."""
