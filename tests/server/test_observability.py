@@ -101,7 +101,7 @@ def test_pruned_request_reports_its_decision_in_response_log_and_metrics(asl_ser
     assert f"kept_tokens={report['kept_tokens']} " in lines[0]
     assert f"freed_blocks={report['freed_blocks']} " in lines[0]
     layer = "none" if not selected else str(report["selection_layer"])
-    assert re.search(rf"pruner=asl prompt_tokens={prompt_tokens} selection_layer={layer} ", lines[0])
+    assert re.search(rf"pruner=asl two_pass=0 prompt_tokens={prompt_tokens} selection_layer={layer} ", lines[0])
 
 
 def test_per_request_overrides_change_the_decision(asl_server):
