@@ -92,17 +92,27 @@ def test_the_package_docstring_names_every_compat_module():
         assert f"`{info.name}" in vllm_compat.__doc__, info.name
 
 
-@pytest.mark.parametrize("module_name", _modules_outside_compat())
-def test_no_private_vllm_method_is_overridden_outside_compat(module_name):
+def _classes_with_vllm_bases(module_name: str) -> list[tuple[type, list[type], list[type]]]:
+    """Each class defined in the module: (class, its vLLM bases, its bases of this package outside compat)."""
     module = importlib.import_module(module_name)
+    found = []
     for cls in vars(module).values():
         if not inspect.isclass(cls) or cls.__module__ != module_name:
             continue
         vllm_bases = [base for base in cls.__mro__ if base.__module__.startswith("vllm.")]
-        ours = [base for base in cls.__mro__ if base.__module__.startswith("asl_vllm.")]
+        ours = [
+            base
+            for base in cls.__mro__
+            if base.__module__.startswith("asl_vllm.") and not base.__module__.startswith(COMPAT)
+        ]
+        found.append((cls, vllm_bases, ours))
+    return found
+
+
+@pytest.mark.parametrize("module_name", _modules_outside_compat())
+def test_no_private_vllm_method_is_overridden_outside_compat(module_name):
+    for _, vllm_bases, ours in _classes_with_vllm_bases(module_name):
         for base in ours:
-            if base.__module__.startswith(COMPAT):
-                continue
             for name in filter(_is_private, vars(base)):
                 overridden = [vllm.__qualname__ for vllm in vllm_bases if name in vars(vllm)]
                 assert not overridden, f"{base.__qualname__}.{name} overrides {overridden}"
@@ -213,16 +223,9 @@ def _self_attributes(cls: type) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("module_name", _modules_outside_compat())
 def test_no_vllm_state_is_read_on_self_outside_compat(module_name):
-    module = importlib.import_module(module_name)
-    for cls in vars(module).values():
-        if not inspect.isclass(cls) or cls.__module__ != module_name:
-            continue
-        vllm_bases = [base for base in cls.__mro__ if base.__module__.startswith("vllm.")]
+    for cls, vllm_bases, ours in _classes_with_vllm_bases(module_name):
         vllm_state = set().union(*map(_assigned_on_self, vllm_bases)) - BUILT_WITH
-        ours = [base for base in cls.__mro__ if base.__module__.startswith("asl_vllm.")]
         for base in ours:
-            if base.__module__.startswith(COMPAT):
-                continue
             found = [
                 f"{base.__qualname__}:{line}: self.{name}"
                 for line, name in sorted(_self_attributes(base))
