@@ -13,7 +13,7 @@ from typing import Any
 
 from asl_vllm.config import PrunerConfig, PrunerConfigError
 from asl_vllm.scoring.kv_layout import kv_cache_dtype_problem
-from asl_vllm.vllm_compat.cpu_attention_isa import unreadable_isa_problem, use_readable_isa
+from asl_vllm.vllm_compat.cpu_attention_isa import unreadable_isa_problem
 from asl_vllm.vllm_compat.environment import pin_v1_model_runner
 
 CPU_WORKER = "asl_vllm.engine.cpu_worker.PruningCPUWorker"
@@ -108,12 +108,11 @@ def apply_engine_settings(engine_args: Any, config: PrunerConfig) -> None:
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
-        # Before any cache is written: the scoring kernels read only some of CPU attention's K/V layouts.
+        # Before any cache is written: the scoring kernels read the x86 ISAs' K/V layouts only.
         model_config = engine_args.create_model_config()
         problem = unreadable_isa_problem(model_config, engine_args.block_size, engine_args.kv_cache_dtype)
         if problem:
             raise PrunerConfigError("--kv-pruner", f"{config.pruner} cannot be used here: {problem}")
-        use_readable_isa()
         engine_args.worker_cls = CPU_WORKER
     else:
         pin_v1_model_runner()

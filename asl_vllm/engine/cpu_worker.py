@@ -9,7 +9,6 @@ from vllm.v1.worker.cpu_worker import CPUWorker
 
 from asl_vllm.engine.model_runner import PruningRunnerMixin
 from asl_vllm.engine.worker_mixin import PruningWorkerMixin
-from asl_vllm.vllm_compat.cpu_attention_isa import use_readable_isa
 from asl_vllm.vllm_compat.cpu_sampling import discarded_samples_without_generators
 from asl_vllm.vllm_compat.cpu_worker_runner import building_cpu_runner
 
@@ -23,9 +22,7 @@ class PruningCPUModelRunner(PruningRunnerMixin, CPUModelRunner):
 
 class PruningCPUWorker(PruningWorkerMixin, CPUWorker):
     def init_device(self) -> None:
-        """Build one runner, ours (vLLM's CPU worker has no runner factory: `building_cpu_runner`), whose
-        attention runs an ISA the scoring kernels read (this process may be a fresh spawn of the engine)."""
-        use_readable_isa()
+        """Build one runner, ours (vLLM's CPU worker has no runner factory: `building_cpu_runner`)."""
         with building_cpu_runner(PruningCPUModelRunner):
             super().init_device()
         if not isinstance(self.model_runner, PruningCPUModelRunner):

@@ -5,7 +5,8 @@ against these. Layouts:
 - `k_cache`/`v_cache[num_blocks, block_size, G, d]`: any strided view, or, with
   a backend's `layout` (`asl_vllm.scoring.kv_layout`), `k_cache` is a layer's
   whole vLLM cache tensor and the K/V views are taken the way that backend
-  splits it; fp8 keys are dequantized with the layer's `k_scale`;
+  splits it (CPU `amx` tiles as `TiledPages`, indexed alike); fp8 keys are
+  dequantized with the layer's `k_scale`;
 - `block_table[R, max_blocks]` int32: slot s of request r is
   `cache[block_table[r, s // block_size], s % block_size]`;
 - `seq_lens[R]` int32: N_r; w_r = min(window, N_r); M_r = N_r - w_r past tokens;
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from asl_vllm.scoring.kv_layout import DENSE, KVLayout, as_bits, key_view, kv_pair
+from asl_vllm.scoring.kv_layout import DENSE, KVLayout, Pages, as_bits, key_view, kv_pair
 from asl_vllm.scoring.reference import (
     descending_order,
     kv_head_scores,
@@ -42,14 +43,14 @@ def past_lengths(seq_lens: torch.Tensor, window: int) -> torch.Tensor:
     return seq_lens - seq_lens.clamp(max=window)
 
 
-def slot_index(cache: torch.Tensor, block_row: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def slot_index(cache: Pages, block_row: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(block, offset) of each slot of one request, for indexing `cache[block, offset]`."""
     block_size = cache.shape[1]
     slots = slots.to(cache.device).long()
     return block_row.to(cache.device).long()[slots // block_size], slots % block_size
 
 
-def gather_tokens(cache: torch.Tensor, block_row: torch.Tensor, first: int, count: int) -> torch.Tensor:
+def gather_tokens(cache: Pages, block_row: torch.Tensor, first: int, count: int) -> torch.Tensor:
     """cache[num_blocks, block_size, G, d] -> tokens [count, G, d] of slots first .. first + count - 1."""
     return cache[slot_index(cache, block_row, torch.arange(first, first + count))]
 

@@ -29,7 +29,7 @@ the first `create_engine_config` of a pruning engine; each installs once):
 - `stream_generators`: `OpenAIServingCompletion.completion_stream_generator`,
   `OpenAIServingChat.chat_completion_stream_generator`
   (vllm/entrypoints/openai/{completion,chat_completion}/serving.py).
-- `cpu_attention_isa`: `CPUAttentionMetadataBuilder.__init__`, `_get_attn_isa` (vllm/v1/attention/backends/cpu_attn.py).
+- `cpu_attention_isa`: `_get_attn_isa` (vllm/v1/attention/backends/cpu_attn.py).
 - `request_outputs`: `RequestState.make_request_output`
   (vllm/v1/engine/output_processor.py), and the attribute it adds to `RequestState`.
 

@@ -361,7 +361,7 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
     _function(
         "vllm.v1.attention.backends.flashinfer", "FlashInferMetadataBuilder.set_workspace_buffer", "attention_workspace"
     ),
-    # cpu_attention_isa: the CPU build's attention ISA choice, read and replaced per builder.
+    # cpu_attention_isa: the CPU build's attention ISA choice, read at configuration.
     _function(
         CPU_ATTN,
         "_get_attn_isa",
@@ -371,26 +371,6 @@ TOUCH_POINTS: tuple[TouchPoint, ...] = (
         "head_size",
         "kv_cache_dtype",
         cpu_only=True,
-    ),
-    _function(
-        CPU_ATTN,
-        "CPUAttentionMetadataBuilder.__init__",
-        "cpu_attention_isa",
-        "kv_cache_spec",
-        "layer_names",
-        "vllm_config",
-        "device",
-        cpu_only=True,
-    ),
-    _attribute(
-        CPU_ATTN,
-        "CPUAttentionMetadataBuilder.isa",
-        "cpu_attention_isa",
-        "CPUAttentionMetadataBuilder.__init__",
-        cpu_only=True,
-    ),
-    _function(
-        CPU_ATTN, "CPUAttentionMetadataBuilder._set_isa_to_layers", "cpu_attention_isa", "layer_names", cpu_only=True
     ),
     # environment
     _env("VLLM_USE_V2_MODEL_RUNNER", "environment"),

@@ -72,7 +72,7 @@ def _runner(llm):
 def _stored_tokens(llm, req_id: str, layer: int, hf_keys: torch.Tensor, offset: int) -> torch.Tensor:
     """[G, N - offset]: the prompt index of the key the engine keeps in each tail slot of `layer`."""
     attention = _runner(llm).pruner_stack.attentions[layer]
-    # A pruning engine's layout is always readable (AMX hosts run `vec`; others are refused at configuration).
+    # A pruning engine's layout is always readable (hosts whose ISA is not are refused at configuration).
     keys = key_view(attention.kv_cache, layer_layout(attention))
     manager = group_managers(scheduler(llm).kv_cache_manager)[0]
     block_ids = [block.block_id for block in manager.req_to_blocks[internal_id(llm, req_id)]]

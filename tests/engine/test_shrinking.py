@@ -1,9 +1,10 @@
 """The Shrinker without an engine: a shrink keeps exactly the tokens its stored scores choose, and moves nothing else.
 
 The stack is a `DecoderStack` over vLLM's own `Attention` layers with the generated Llama's geometry
-(`tests/engine/random_llama.py`: 8 layers, 4 query and 2 KV heads of 64), CPU_ATTN at ISA `vec` as a
-pruning engine runs it here, one paged cache per layer written by the backend's own `do_kv_cache_update`
-and shrunk by the torch compaction (CPU tensors). A second request shares every cache, its blocks
+(`tests/engine/random_llama.py`: 8 layers, 4 query and 2 KV heads of 64), CPU_ATTN at ISA `vec` (16-token
+blocks, which `amx` does not take: its pages are checked in `tests/kernels/test_backend_layouts.py`), one
+paged cache per layer written by the backend's own `do_kv_cache_update` and shrunk by the torch compaction
+(CPU tensors). A second request shares every cache, its blocks
 interleaved with the shrunk one's. A plain topk/sort reference replays each shrink and writes the rows it
 expects through the backend's op into a copy of the caches, so one whole-tensor equality per layer checks
 the tail [D', N) in slot order and that nothing else moved: the head, the decode slots N + t, the other

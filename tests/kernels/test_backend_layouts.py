@@ -8,6 +8,9 @@ Caches come from vLLM's own allocator and are written by each backend's own
    cache, equal the dense reference on the original (dequantized) keys;
 3. the compaction kernel leaves the whole buffer bit-identical to the torch
    reference's, and the tail slots then hold each head's kept tokens.
+CPU_ATTN's `amx` pages are read by the torch references only (a CPU engine
+never runs Triton): there the compacted buffer is checked bit for bit against
+the same tokens written to the tail slots by the backend's own op.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ CASES = [
     Case("CPU_ATTN", KVCacheLayout.LBHNC, block_size=32, cpu_isa="vec"),
     Case("CPU_ATTN", KVCacheLayout.LBHNC, model_dtype=torch.float32, cpu_isa="vec16"),
     Case("CPU_ATTN", KVCacheLayout.LBHNC, block_size=32, head_size=80, cpu_isa="vec16"),
+    Case("CPU_ATTN", KVCacheLayout.LBHNC, block_size=32, cpu_isa="amx"),
+    Case("CPU_ATTN", KVCacheLayout.LBHNC, block_size=128, cpu_isa="amx"),
+    Case("CPU_ATTN", KVCacheLayout.LBHNC, block_size=64, head_size=128, cpu_isa="amx"),
 ]
 FP8_CASES = [
     Case("FLASH_ATTN", kv_cache_dtype="fp8"),
@@ -74,6 +80,8 @@ FP8_CASES = [
     Case("TRITON_ATTN", KVCacheLayout.LBHNC, kv_cache_dtype="fp8_e5m2"),
     Case("CPU_ATTN", KVCacheLayout.LBHNC, kv_cache_dtype="fp8", block_size=32, cpu_isa="vec"),
     Case("CPU_ATTN", KVCacheLayout.LBHNC, kv_cache_dtype="fp8_e5m2", block_size=32, cpu_isa="vec"),
+    Case("CPU_ATTN", KVCacheLayout.LBHNC, kv_cache_dtype="fp8", block_size=32, cpu_isa="amx"),
+    Case("CPU_ATTN", KVCacheLayout.LBHNC, kv_cache_dtype="fp8_e5m2", block_size=64, cpu_isa="amx"),
 ]
 K_SCALE, V_SCALE = 0.5, 0.25
 
@@ -143,9 +151,10 @@ def _check(case: Case, monkeypatch) -> None:
     seq_lens = torch.tensor(LENGTHS, dtype=torch.int32)
     k_scale = K_SCALE if case.kv_cache_dtype in FP8 else 1.0
     scale = case.head_size**-0.5
-    got = window_scores.paged_window_histogram(q_win, caches[1], table, seq_lens, scale, layout, k_scale)
     expected = paged.paged_window_histogram(q_win, caches[1], table, seq_lens, scale, layout, k_scale)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    if case.cpu_isa != "amx":
+        got = window_scores.paged_window_histogram(q_win, caches[1], table, seq_lens, scale, layout, k_scale)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     for r, n in enumerate(LENGTHS):
         w = min(WINDOW, n)
         dense = ref.window_histogram(q_win[r, :w], keys[r].float(), scale)
@@ -156,7 +165,10 @@ def _check(case: Case, monkeypatch) -> None:
     twin, twin_table, _, _ = _filled(case, monkeypatch, seed=len(str(case)))
     assert torch.equal(twin_table, table)
     paged.compact_tail(twin[1], None, table[2], kept, n, layout)
-    compaction.compact_tail(caches[1], None, table[2], kept, n, layout)
+    if case.cpu_isa == "amx":
+        _write_kept_tail(case, caches[1], table[2], kept, keys[2], values[2], n, monkeypatch)
+    else:
+        compaction.compact_tail(caches[1], None, table[2], kept, n, layout)
     assert torch.equal(buffer_bytes(caches[1]), buffer_bytes(twin[1]))
     k_view, v_view = kv_views(caches[1], layout)
     tail = paged.slot_index(k_view, table[2], torch.arange(n - 32, n))
@@ -164,6 +176,17 @@ def _check(case: Case, monkeypatch) -> None:
     for g in range(2):
         assert torch.equal(bits(k_view[tail[0], tail[1], g]), bits(_stored(case, keys[2][kept[g], g], K_SCALE)))
         assert torch.equal(bits(v_view[tail[0], tail[1], g]), bits(_stored(case, values[2][kept[g], g], V_SCALE)))
+
+
+def _write_kept_tail(case, cache, block_row, kept, keys, values, end_slot, monkeypatch) -> None:
+    """What compaction must leave: each head's kept tokens written to the tail slots by the backend's own op."""
+    heads = torch.arange(kept.shape[0]).view(-1, 1)
+    positions = torch.arange(end_slot - kept.shape[1], end_slot)
+    block_size = cache.shape[2]
+    slots = block_row[positions // block_size].long() * block_size + positions % block_size
+    writer = BackendWriter(case.backend, case.kv_cache_dtype, case.head_size, monkeypatch, case.cpu_isa)
+    tail_keys, tail_values = (tokens[kept, heads].transpose(0, 1).contiguous() for tokens in (keys, values))
+    writer.write(cache, tail_keys, tail_values, slots, K_SCALE, V_SCALE)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -188,21 +211,19 @@ def test_flashinfer_writes_its_cache_as_flash_attention_does():
     assert store in code
 
 
-def test_cpu_amx_packs_keys_which_is_why_it_is_refused():
-    """The AMX store (plain stores, so it runs on any x86) puts K where neither a [N, d] nor a [d, N] page would."""
+def test_cpu_amx_pages_are_tiled_not_a_page_per_head():
+    """The AMX store (plain stores, so it runs on any x86) puts K where neither a [N, d] nor a [d, N] page would:
+    why `amx` needs `TiledPages` (the cases above check where it does put them)."""
     from vllm import _custom_ops as ops
 
     block_size, head_size = 32, 64
     cache = torch.zeros(1, 1, block_size, 2 * head_size)
     key_cache, value_cache = cache.view(1, 1, 2 * block_size, head_size).chunk(2, dim=2)
     keys = torch.arange(block_size * head_size, dtype=torch.float32).view(block_size, 1, head_size)
-    try:
-        ops.cpu_attn_reshape_and_cache(
-            keys, keys, key_cache, value_cache, torch.arange(block_size), "amx", k_scale=1.0, v_scale=1.0,
-            kv_cache_dtype="auto",
-        )  # fmt: skip
-    except RuntimeError as error:
-        pytest.skip(f"this vLLM build has no AMX store: {error}")
-    page = key_cache[0, 0].reshape(-1)
-    assert not torch.equal(page, keys.flatten())
-    assert not torch.equal(page, keys[:, 0].t().flatten())
+    ops.cpu_attn_reshape_and_cache(
+        keys, keys, key_cache, value_cache, torch.arange(block_size), "amx", k_scale=1.0, v_scale=1.0,
+        kv_cache_dtype="auto",
+    )  # fmt: skip
+    for page in (key_cache[0, 0].reshape(-1), value_cache[0, 0].reshape(-1)):
+        assert not torch.equal(page, keys.flatten())
+        assert not torch.equal(page, keys[:, 0].t().flatten())

@@ -11,6 +11,7 @@ import torch
 from asl_vllm.scoring.kv_layout import (
     DENSE,
     KVLayout,
+    TiledPages,
     check_backend,
     key_view,
     kv_cache_dtype_problem,
@@ -48,8 +49,8 @@ def test_quantized_caches_with_other_scales_are_refused(dtype):
         KVLayout("FLASH_ATTN", dtype)
 
 
-@pytest.mark.parametrize("isa", ["amx", "neon", None])
-def test_cpu_isas_with_packed_or_unverified_k_are_refused(isa):
+@pytest.mark.parametrize("isa", ["neon", "rvv", None])
+def test_cpu_isas_with_unverified_pages_are_refused(isa):
     with pytest.raises(ValueError, match="CPU_ATTN with ISA"):
         KVLayout("CPU_ATTN", cpu_isa=isa)
 
@@ -77,3 +78,29 @@ def test_fp8_bytes_are_viewed_as_the_type_the_backend_writes():
     assert key_view(cache, KVLayout("FLASH_ATTN", "fp8")).dtype == torch.float8_e4m3fn
     assert key_view(cache, KVLayout("TRITON_ATTN", "fp8_e5m2")).dtype == torch.float8_e4m3fn
     assert key_view(cache, KVLayout("CPU_ATTN", "fp8_e5m2", "vec")).dtype == torch.float8_e5m2
+    amx_cache = torch.zeros(2, 1, 32, 64, dtype=torch.uint8)
+    assert key_view(amx_cache, KVLayout("CPU_ATTN", "fp8_e5m2", "amx")).dtype == torch.float8_e5m2
+
+
+@pytest.mark.parametrize(("block_size", "head_size"), [(16, 64), (32, 48)])
+def test_amx_pages_need_whole_tiles(block_size, head_size):
+    with pytest.raises(ValueError, match="amx pages need block and head sizes multiple of 32"):
+        kv_views(torch.zeros(2, 1, block_size, 2 * head_size), KVLayout("CPU_ATTN", cpu_isa="amx"))
+
+
+def test_tiled_pages_index_like_a_view_of_their_tiles():
+    """Tiles [B, N/t, t, G, d/p, p] read and write as [B, N, G, d]: token n = (n // t, n % t), dim = (i // p, i % p)."""
+    dense = torch.arange(2 * 8 * 3 * 6, dtype=torch.float32).view(2, 8, 3, 6)
+    tiles = dense.view(2, 2, 4, 3, 3, 2).clone()
+    pages = TiledPages(tiles)
+    assert pages.shape == dense.shape and pages.element_size() == 4
+    blocks, offsets = torch.tensor([1, 0, 1]), torch.tensor([7, 2, 4])
+    assert torch.equal(pages[blocks, offsets], dense[blocks, offsets])
+    heads = torch.tensor([[2], [0]])
+    per_head = dense[blocks, offsets][:, [2, 0]].transpose(0, 1)
+    assert torch.equal(pages[blocks.view(1, -1), offsets.view(1, -1), heads], per_head)
+    pages[blocks, offsets] = -dense[blocks, offsets]
+    expected = dense.clone()
+    expected[blocks, offsets] *= -1
+    assert torch.equal(tiles.view(2, 8, 3, 6), expected)
+    assert pages.view(torch.int32).dtype == torch.int32

@@ -1,4 +1,4 @@
-"""A pruning engine's CPU attention runs an ISA whose KV layout the kernels read, or is refused at configuration.
+"""A pruning engine's CPU attention runs vLLM's own ISA, whose KV layout the kernels read, or is refused at start-up.
 
 The host's ISA is forced through what vLLM 0.32's `_get_attn_isa` asks
 (`torch.cpu._is_amx_tile_supported`, `current_platform.get_cpu_architecture`),
@@ -26,10 +26,9 @@ PRUNING = PrunerConfig(pruner="asl")
 
 @pytest.fixture
 def amx_host(monkeypatch):
-    """vLLM sees AMX tiles; the builder's wrapper, if a test installs one, is removed afterwards."""
+    """vLLM sees AMX tiles on an x86 host."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setattr(current_platform, "get_cpu_architecture", lambda: CpuArchEnum.X86)
-    monkeypatch.setattr(CPUAttentionMetadataBuilder, "__init__", CPUAttentionMetadataBuilder.__init__)
 
 
 def _cpu_layer() -> Attention:
@@ -56,17 +55,12 @@ def _build(config: PrunerConfig) -> tuple[CPUAttentionMetadataBuilder, Attention
     return CPUAttentionMetadataBuilder(spec, [LAYER], vllm_config, torch.device("cpu")), layer
 
 
-def test_on_an_amx_host_a_pruning_engine_runs_vec_which_the_kernels_read(model_path, amx_host):
+@pytest.mark.parametrize("config", [PRUNING, PrunerConfig()], ids=["pruning", "no-pruner"])
+def test_on_an_amx_host_every_engine_keeps_amx_which_the_kernels_read(model_path, amx_host, config):
     apply_engine_settings(EngineArgs(model=model_path), PRUNING)
-    builder, layer = _build(PRUNING)
-    assert builder.isa == layer.isa == "vec"
-    assert layer_layout(layer) == KVLayout("CPU_ATTN", "auto", "vec")
-
-
-def test_an_engine_without_a_pruner_keeps_amx(model_path, amx_host):
-    apply_engine_settings(EngineArgs(model=model_path), PRUNING)
-    builder, layer = _build(PrunerConfig())
+    builder, layer = _build(config)
     assert builder.isa == layer.isa == "amx"
+    assert layer_layout(layer) == KVLayout("CPU_ATTN", "auto", "amx")
 
 
 @pytest.mark.parametrize(
