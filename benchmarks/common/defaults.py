@@ -46,6 +46,14 @@ DEFAULT_CHANGES = (
         "a pruning engine keeps vLLM's token budget instead of max-model-len + 256, so a prompt longer than a step "
         "is chunked and pruned in its last chunk",
     ),
+    DefaultChange(
+        "the CPU attention ISA",
+        None,
+        False,
+        "169e408",
+        "2026-12-03T16:12:07+00:00",
+        "a pruning engine on a host with AMX runs vLLM's amx attention kernels, as vLLM does, instead of vec",
+    ),
 )
 
 
