@@ -48,6 +48,11 @@ class Case:
     cpu_isa: str | None = None
     kernel_block_size: int | None = None
 
+    @property
+    def triton_reads(self) -> bool:
+        """Whether the Triton kernels read this layout (not `amx` tiles, which only CPU engines write)."""
+        return self.cpu_isa != "amx"
+
     def __str__(self) -> str:
         extra = f"-isa={self.cpu_isa}" if self.cpu_isa else ""
         extra += f"-kernel_block={self.kernel_block_size}" if self.kernel_block_size else ""
@@ -120,9 +125,14 @@ def _filled(case: Case, monkeypatch, seed: int):
         keys.append(_tokens(case, n, K_SCALE, generator))
         values.append(_tokens(case, n, V_SCALE, generator))
         positions = torch.arange(n)
-        slots = table[r, positions // view_block_size] * view_block_size + positions % view_block_size
+        slots = _slots(table[r], positions, view_block_size)
         writer.write(caches[1], keys[r], values[r], slots, K_SCALE, V_SCALE)
     return caches, table.int(), keys, values
+
+
+def _slots(block_row: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The slots of a request's positions, given its row of the block table."""
+    return block_row[positions // block_size].long() * block_size + positions % block_size
 
 
 def _layout(case: Case) -> KVLayout:
@@ -153,7 +163,7 @@ def _amx_store_problem() -> str | None:
 
 
 def _check(case: Case, monkeypatch) -> None:
-    if case.cpu_isa == "amx" and _amx_store_problem():
+    if not case.triton_reads and _amx_store_problem():
         pytest.skip(_amx_store_problem())
     caches, table, keys, values = _filled(case, monkeypatch, seed=len(str(case)))
     layout = _layout(case)
@@ -170,7 +180,7 @@ def _check(case: Case, monkeypatch) -> None:
     k_scale = K_SCALE if case.kv_cache_dtype in FP8 else 1.0
     scale = case.head_size**-0.5
     expected = paged.paged_window_histogram(q_win, caches[1], table, seq_lens, scale, layout, k_scale)
-    if case.cpu_isa != "amx":
+    if case.triton_reads:
         got = window_scores.paged_window_histogram(q_win, caches[1], table, seq_lens, scale, layout, k_scale)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     for r, n in enumerate(LENGTHS):
@@ -183,10 +193,10 @@ def _check(case: Case, monkeypatch) -> None:
     twin, twin_table, _, _ = _filled(case, monkeypatch, seed=len(str(case)))
     assert torch.equal(twin_table, table)
     paged.compact_tail(twin[1], None, table[2], kept, n, layout)
-    if case.cpu_isa == "amx":
-        _write_kept_tail(case, caches[1], table[2], kept, keys[2], values[2], n, monkeypatch)
-    else:
+    if case.triton_reads:
         compaction.compact_tail(caches[1], None, table[2], kept, n, layout)
+    else:
+        _write_kept_tail(case, caches[1], table[2], kept, keys[2], values[2], n, monkeypatch)
     assert torch.equal(buffer_bytes(caches[1]), buffer_bytes(twin[1]))
     k_view, v_view = kv_views(caches[1], layout)
     tail = paged.slot_index(k_view, table[2], torch.arange(n - 32, n))
@@ -200,8 +210,7 @@ def _write_kept_tail(case, cache, block_row, kept, keys, values, end_slot, monke
     """What compaction must leave: each head's kept tokens written to the tail slots by the backend's own op."""
     heads = torch.arange(kept.shape[0]).view(-1, 1)
     positions = torch.arange(end_slot - kept.shape[1], end_slot)
-    block_size = cache.shape[2]
-    slots = block_row[positions // block_size].long() * block_size + positions % block_size
+    slots = _slots(block_row, positions, cache.shape[2])
     writer = BackendWriter(case.backend, case.kv_cache_dtype, case.head_size, monkeypatch, case.cpu_isa)
     tail_keys, tail_values = (tokens[kept, heads].transpose(0, 1).contiguous() for tokens in (keys, values))
     writer.write(cache, tail_keys, tail_values, slots, K_SCALE, V_SCALE)
