@@ -109,10 +109,11 @@ DENSE = KVLayout()
 class TiledPages:
     """K or V pages whose token and head axes each split in two: `tiles[num_blocks, N/t, t, G, d/p, p]`.
 
-    Indexed like a `[num_blocks, N, G, d]` view with (blocks, offsets) or
-    (blocks, offsets, heads) index tensors: reads return `[..., d]` copies,
-    assignments take `[..., d]`. That is all the torch references do with a
-    view, so they read and move AMX tiles without a layout branch of their own.
+    Indexed like a `[num_blocks, N, G, d]` view with block ids (whole pages,
+    read as `[k, N, G, d]`) or (blocks, offsets) or (blocks, offsets, heads)
+    index tensors: reads return `[..., d]` copies, assignments take `[..., d]`.
+    That is all the torch references do with a view, so they read and move AMX
+    tiles without a layout branch of their own.
     """
 
     tiles: torch.Tensor
@@ -137,7 +138,9 @@ class TiledPages:
         """The same bytes as another dtype of the same width (fp8 types, integers for exact copies)."""
         return TiledPages(self.tiles.view(dtype))
 
-    def __getitem__(self, index: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def __getitem__(self, index: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            return self.tiles[index].flatten(1, 2).flatten(-2)
         return self.tiles[self._tile_index(index)].flatten(-2)
 
     def __setitem__(self, index: tuple[torch.Tensor, ...], values: torch.Tensor) -> None:

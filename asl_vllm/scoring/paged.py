@@ -51,8 +51,18 @@ def slot_index(cache: Pages, block_row: torch.Tensor, slots: torch.Tensor) -> tu
 
 
 def gather_tokens(cache: Pages, block_row: torch.Tensor, first: int, count: int) -> torch.Tensor:
-    """cache[num_blocks, block_size, G, d] -> tokens [count, G, d] of slots first .. first + count - 1."""
-    return cache[slot_index(cache, block_row, torch.arange(first, first + count))]
+    """cache[num_blocks, block_size, G, d] -> tokens [count, G, d] of slots first .. first + count - 1.
+
+    Whole pages are copied and the range cut from them: a per-token index into a tiled or transposed
+    view costs several times the copy (a prompt's keys are read at every scored layer).
+    """
+    block_size = cache.shape[1]
+    first_block, end_block = first // block_size, -(-(first + count) // block_size)
+    if count > 0 and end_block > len(block_row):
+        raise IndexError(f"slots up to {first + count - 1} need {end_block} blocks; the row holds {len(block_row)}")
+    pages = cache[block_row[first_block:end_block].to(cache.device).long()]
+    start = first - first_block * block_size
+    return pages.flatten(0, 1)[start : start + count]
 
 
 def paged_window_histogram(
@@ -73,7 +83,9 @@ def paged_window_histogram(
     for r, num_tokens in enumerate(lengths):
         w = min(window, num_tokens)
         if num_tokens > w:
-            keys = gather_tokens(k_cache, block_table[r], 0, num_tokens).float() * k_scale
+            keys = gather_tokens(k_cache, block_table[r], 0, num_tokens).float()
+            if k_scale != 1.0:
+                keys.mul_(k_scale)
             out[r, :, : num_tokens - w] = window_histogram(q_win[r, :w], keys, scale)
     return out
 

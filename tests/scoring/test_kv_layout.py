@@ -96,6 +96,7 @@ def test_tiled_pages_index_like_a_view_of_their_tiles():
     assert pages.shape == dense.shape and pages.element_size() == 4
     blocks, offsets = torch.tensor([1, 0, 1]), torch.tensor([7, 2, 4])
     assert torch.equal(pages[blocks, offsets], dense[blocks, offsets])
+    assert torch.equal(pages[blocks], dense[blocks])
     heads = torch.tensor([[2], [0]])
     per_head = dense[blocks, offsets][:, [2, 0]].transpose(0, 1)
     assert torch.equal(pages[blocks.view(1, -1), offsets.view(1, -1), heads], per_head)

@@ -29,6 +29,10 @@ def test_gather_follows_the_block_table():
     cache = torch.arange(4 * 2 * 1 * 1, dtype=torch.float32).view(4, 2, 1, 1)
     tokens = paged.gather_tokens(cache, torch.tensor([2, 0, 3]), 1, 4)
     assert tokens.flatten().tolist() == [5.0, 0.0, 1.0, 6.0]
+    assert paged.gather_tokens(cache, torch.tensor([2, 0, 3]), 2, 2).flatten().tolist() == [0.0, 1.0]
+    assert paged.gather_tokens(cache, torch.tensor([2, 0, 3]), 3, 0).shape == (0, 1, 1)
+    with pytest.raises(IndexError, match="need 4 blocks"):
+        paged.gather_tokens(cache, torch.tensor([2, 0, 3]), 5, 2)
 
 
 @pytest.mark.parametrize("block_size", [16, 32, 128])
