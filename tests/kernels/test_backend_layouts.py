@@ -243,12 +243,12 @@ def test_cpu_amx_pages_are_tiled_not_a_page_per_head():
     why `amx` needs `TiledPages` (the cases above check where it does put them)."""
     from vllm import _custom_ops as ops
 
+    if _amx_store_problem():
+        pytest.skip(_amx_store_problem())
     block_size, head_size = 32, 64
     cache = torch.zeros(1, 1, block_size, 2 * head_size)
     key_cache, value_cache = cache.view(1, 1, 2 * block_size, head_size).chunk(2, dim=2)
     keys = torch.arange(block_size * head_size, dtype=torch.float32).view(block_size, 1, head_size)
-    if _amx_store_problem():
-        pytest.skip(_amx_store_problem())
     ops.cpu_attn_reshape_and_cache(
         keys, keys, key_cache, value_cache, torch.arange(block_size), "amx", k_scale=1.0, v_scale=1.0,
         kv_cache_dtype="auto",
